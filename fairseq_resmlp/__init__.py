@@ -1,0 +1,15 @@
+"""fairseq-resmlp: the ResMLP translation model as a fairseq user-dir plugin.
+
+Use it with ``--user-dir`` pointing at this folder (``fairseq-train data-bin --user-dir fairseq_resmlp
+--arch resmlp_6 ...``) or ``import fairseq_resmlp`` in Python; both register the model ``resmlp`` and its
+architectures ``resmlp_6``, ``resmlp_12``, ``resmlp_small``, ``resmlp_tiny``.
+"""
+
+from ._compat import allow_fairseq_checkpoint_globals
+from .models import ResMLPCheckpointError, ResMLPConfig, ResMLPModel, count_parameters
+
+__version__ = "0.1.0"
+
+allow_fairseq_checkpoint_globals()
+
+__all__ = ["ResMLPCheckpointError", "ResMLPConfig", "ResMLPModel", "count_parameters", "__version__"]

@@ -1,0 +1,195 @@
+"""ResMLP for machine translation (Touvron et al., "ResMLP: Feedforward networks for image classification
+with data-efficient training", 2021, section on sequence-to-sequence ResMLP), as a fairseq model.
+
+Vaswani's encoder-decoder with every self-attention sublayer replaced by a token-mixing linear layer across
+positions (lower-triangular in the decoder), channel MLPs, Affine pre-normalisation and LayerScale; the
+encoder-decoder attention is kept.
+"""
+
+import logging
+import os
+from typing import Any, Dict
+
+from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
+from fairseq.utils import safe_getattr, safe_hasattr
+from torch import Tensor, nn
+
+from .resmlp_config import ResMLPConfig
+from .resmlp_decoder import ResMLPDecoder
+from .resmlp_encoder import ResMLPEncoder
+
+logger = logging.getLogger(__name__)
+
+
+class ResMLPCheckpointError(ValueError):
+    """A checkpoint that does not fit the data it is being used with."""
+
+
+def Embedding(num_embeddings: int, embedding_dim: int, padding_idx: int) -> nn.Embedding:
+    """Token embedding initialised as fairseq's Transformer does (so --no-scale-embedding means the same)."""
+    m = nn.Embedding(num_embeddings, embedding_dim, padding_idx=padding_idx)
+    nn.init.normal_(m.weight, mean=0, std=embedding_dim**-0.5)
+    nn.init.constant_(m.weight[padding_idx], 0)
+    return m
+
+
+@register_model("resmlp", dataclass=ResMLPConfig)
+class ResMLPModel(FairseqEncoderDecoderModel):
+    """ResMLP encoder-decoder: token mixing instead of self-attention, cross-attention kept."""
+
+    def __init__(self, cfg, encoder: ResMLPEncoder, decoder: ResMLPDecoder) -> None:
+        super().__init__(encoder, decoder)
+        self.cfg = cfg
+        # Where the dictionaries came from, to name them when a checkpoint does not fit (see load_state_dict).
+        self._dictionary_files: Dict[str, str] = {}
+
+    @classmethod
+    def hub_models(cls) -> Dict[str, str]:
+        return {}
+
+    @classmethod
+    def build_model(cls, cfg, task) -> "ResMLPModel":
+        resmlp_base(cfg)
+        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        if cfg.share_all_embeddings:
+            if src_dict != tgt_dict:
+                raise ValueError(
+                    "--share-all-embeddings needs one dictionary for source and target: "
+                    "binarize with `fairseq-preprocess --joined-dictionary`"
+                )
+            if cfg.encoder_embed_dim != cfg.decoder_embed_dim:
+                raise ValueError(
+                    "--share-all-embeddings needs --encoder-embed-dim "
+                    f"({cfg.encoder_embed_dim}) equal to --decoder-embed-dim ({cfg.decoder_embed_dim})"
+                )
+            encoder_embed = Embedding(len(src_dict), cfg.encoder_embed_dim, src_dict.pad())
+            decoder_embed = encoder_embed
+            cfg.share_decoder_input_output_embed = True
+        else:
+            encoder_embed = Embedding(len(src_dict), cfg.encoder_embed_dim, src_dict.pad())
+            decoder_embed = Embedding(len(tgt_dict), cfg.decoder_embed_dim, tgt_dict.pad())
+        model = cls(
+            cfg,
+            ResMLPEncoder(cfg, src_dict, encoder_embed),
+            ResMLPDecoder(cfg, tgt_dict, decoder_embed),
+        )
+        model._dictionary_files = _dictionary_files(task)
+        return model
+
+    def load_state_dict(self, state_dict: Dict[str, Tensor], strict: bool = True, model_cfg=None, args=None):
+        """Load weights, with a clear error when the checkpoint's vocabulary or sizes differ from the data's."""
+        self._check_shapes(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+    def _check_shapes(self, state_dict: Dict[str, Tensor]) -> None:
+        own = self.state_dict()
+        vocab = {
+            "encoder.embed_tokens.weight": ("source", self.encoder.dictionary),
+            "decoder.embed_tokens.weight": ("target", self.decoder.dictionary),
+        }
+        for key, value in state_dict.items():
+            if key not in own or own[key].shape == value.shape:
+                continue
+            if key in vocab:
+                side, dictionary = vocab[key]
+                where = self._dictionary_files.get(side, "the task's dictionary")
+                raise ResMLPCheckpointError(
+                    f"the checkpoint was trained with a {side} dictionary of {value.size(0)} symbols, but "
+                    f"{where} has {len(dictionary)}: translate with the data directory (dictionaries) "
+                    "the model was trained on"
+                )
+            raise ResMLPCheckpointError(
+                f"checkpoint parameter {key} has shape {tuple(value.shape)} but this model has "
+                f"{tuple(own[key].shape)}: the checkpoint was trained with different model options"
+            )
+
+    def max_positions(self):
+        return (self.encoder.max_positions(), self.decoder.max_positions())
+
+
+def _dictionary_files(task: Any) -> Dict[str, str]:
+    data = safe_getattr(getattr(task, "cfg", None), "data", None)
+    src = safe_getattr(getattr(task, "cfg", None), "source_lang", None)
+    tgt = safe_getattr(getattr(task, "cfg", None), "target_lang", None)
+    if not data or not src or not tgt:
+        return {}
+    first = str(data).split(os.pathsep)[0]
+    return {
+        "source": os.path.join(first, f"dict.{src}.txt"),
+        "target": os.path.join(first, f"dict.{tgt}.txt"),
+    }
+
+
+def _set_default(cfg, name: str, value: Any) -> None:
+    if not safe_hasattr(cfg, name) or safe_getattr(cfg, name) is None:
+        setattr(cfg, name, value)
+
+
+def _set_defaults(cfg, **defaults: Any) -> None:
+    for name, value in defaults.items():
+        _set_default(cfg, name, value)
+
+
+# Architectures: each sets only what differs, then falls back to resmlp_base (the dataclass defaults).
+
+
+def resmlp_base(cfg) -> None:
+    """Defaults of every option: those of ResMLPConfig (resmlp_6's sizes); ``--arch resmlp`` uses them."""
+    for name, value in ResMLPConfig().__dict__.items():
+        if not name.startswith("_"):
+            _set_default(cfg, name, value)
+
+
+@register_model_architecture("resmlp", "resmlp_6")
+def resmlp_6(cfg) -> None:
+    """The paper's ResMLP-6: d=512, channel MLP 2048, 6 encoder + 6 decoder layers."""
+    _set_defaults(cfg, encoder_layers=6, decoder_layers=6)
+    resmlp_base(cfg)
+
+
+@register_model_architecture("resmlp", "resmlp_12")
+def resmlp_12(cfg) -> None:
+    """The paper's ResMLP-12: d=512, channel MLP 2048, 12 encoder + 12 decoder layers."""
+    _set_defaults(cfg, encoder_layers=12, decoder_layers=12)
+    resmlp_base(cfg)
+
+
+@register_model_architecture("resmlp", "resmlp_small")
+def resmlp_small(cfg) -> None:
+    """For ~30k-200k sentence pairs, like fairseq's transformer_iwslt_de_en: MLP 1024, 4 heads, dropout 0.3."""
+    _set_defaults(
+        cfg,
+        encoder_ffn_embed_dim=1024,
+        decoder_ffn_embed_dim=1024,
+        decoder_attention_heads=4,
+        dropout=0.3,
+    )
+    resmlp_6(cfg)
+
+
+@register_model_architecture("resmlp", "resmlp_tiny")
+def resmlp_tiny(cfg) -> None:
+    """For tests: d=32, two layers each side, 128 positions."""
+    _set_defaults(
+        cfg,
+        encoder_embed_dim=32,
+        encoder_ffn_embed_dim=64,
+        encoder_layers=2,
+        decoder_embed_dim=32,
+        decoder_ffn_embed_dim=64,
+        decoder_layers=2,
+        decoder_attention_heads=2,
+        max_source_positions=128,
+        max_target_positions=128,
+        dropout=0.0,
+    )
+    resmlp_base(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (a shared embedding counts once)."""
+    seen = {id(p): p for p in model.parameters() if p.requires_grad}
+    return sum(p.numel() for p in seen.values())
+
+
+__all__ = ["ResMLPModel", "ResMLPConfig", "ResMLPCheckpointError", "count_parameters"]

@@ -1,0 +1,74 @@
+"""Every option of the ResMLP translation model, with its help text and default, in one place.
+
+Names follow fairseq's Transformer wherever the concept is the same, so that recipes carry over.
+Defaults are those of ``resmlp_6``; the choices the paper leaves open are options documented here.
+"""
+
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+NORM_TYPE_CHOICES = ChoiceEnum(["affine", "layernorm"])
+TOKEN_MIXING_INIT_CHOICES = ChoiceEnum(["linear", "identity"])
+POSITIONAL_EMBEDDINGS_CHOICES = ChoiceEnum(["none", "sinusoidal"])
+
+
+@dataclass
+class ResMLPConfig(FairseqDataclass):
+    """Options of the ``resmlp`` model; architectures (``--arch resmlp_6`` ...) set only what differs."""
+
+    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and every residual branch"})
+    attention_dropout: float = field(
+        default=0.0, metadata={"help": "dropout on encoder-decoder attention weights"}
+    )
+    activation_dropout: float = field(
+        default=0.0, metadata={"help": "dropout after the GELU inside the channel MLP"}
+    )
+    encoder_embed_dim: int = field(default=512, metadata={"help": "encoder width d"})
+    encoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "encoder channel-MLP hidden size"})
+    encoder_layers: int = field(default=6, metadata={"help": "number of encoder layers"})
+    decoder_embed_dim: int = field(default=512, metadata={"help": "decoder width d"})
+    decoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "decoder channel-MLP hidden size"})
+    decoder_layers: int = field(default=6, metadata={"help": "number of decoder layers"})
+    decoder_attention_heads: int = field(
+        default=8, metadata={"help": "heads of the encoder-decoder (cross) attention, the only attention left"}
+    )
+    max_source_positions: int = field(
+        default=256,
+        metadata={
+            "help": "size of the encoder's token-mixing matrix: the longest source in tokens (incl. EOS). "
+            "Not stated in the paper; memory is L^2 per layer (256 -> 65k weights)"
+        },
+    )
+    max_target_positions: int = field(
+        default=256, metadata={"help": "size of the decoder's (causal) token-mixing matrix"}
+    )
+    share_decoder_input_output_embed: bool = field(
+        default=False, metadata={"help": "share decoder input and output embeddings"}
+    )
+    share_all_embeddings: bool = field(
+        default=False,
+        metadata={"help": "share encoder, decoder and output embeddings (needs a joined dictionary)"},
+    )
+    no_scale_embedding: bool = field(default=False, metadata={"help": "do not scale embeddings by sqrt(d)"})
+    layerscale_init: float = field(
+        default=0.2, metadata={"help": "initial value of every LayerScale vector (paper: 0.2 for MT)"}
+    )
+    norm_type: NORM_TYPE_CHOICES = field(  # type: ignore[valid-type]
+        default="affine",
+        metadata={"help": "pre-normalisation of every sublayer: ResMLP's per-channel Affine, or LayerNorm"},
+    )
+    token_mixing_init: TOKEN_MIXING_INIT_CHOICES = field(  # type: ignore[valid-type]
+        default="linear",
+        metadata={
+            "help": "initial token-mixing matrix: 'linear' = nn.Linear's uniform init, as in the image code; "
+            "'identity' = start with no mixing"
+        },
+    )
+    positional_embeddings: POSITIONAL_EMBEDDINGS_CHOICES = field(  # type: ignore[valid-type]
+        default="none",
+        metadata={
+            "help": "'none' as in ResMLP (the position-specific rows of the token-mixing matrix carry "
+            "position), or fairseq's sinusoidal embeddings added to the token embeddings"
+        },
+    )

@@ -1,0 +1,22 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Two cores are shared by every test process; one thread per process keeps timings sane.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real data (../shared/data or $RESMLP_DATA); skips the test when it is not there."""
+    path = Path(os.environ.get("RESMLP_DATA", ROOT.parent / "shared" / "data"))
+    if not (path / "README.md").exists():
+        pytest.skip(f"shared data not found at {path} (set RESMLP_DATA to the folder with multi30k/, wmt14-mini/)")
+    return path
