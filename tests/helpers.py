@@ -49,3 +49,32 @@ def random_tokens(model: ResMLPModel, lengths, seed: int = 0, left_pad: bool = F
         else:
             batch[i, :n] = row
     return batch
+
+
+def write_cipher_corpus(folder, sizes=None, seed: int = 0, vocab: int = 24) -> dict:
+    """A synthetic parallel corpus: target = source with every word replaced by its cipher word.
+
+    Learnable in seconds by a tiny model, so end-to-end tests can check that translation works at all.
+    Returns {split: (source_lines, target_lines)} and writes ``{split}.src`` / ``{split}.tgt``.
+    """
+    import random
+    from pathlib import Path
+
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = sorted({"".join(rng.choice(letters) for _ in range(rng.randint(3, 7))) for _ in range(vocab * 3)})
+    src_words = words[:vocab]
+    cipher = dict(zip(src_words, words[vocab : 2 * vocab]))
+    sizes = sizes or {"train": 400, "valid": 30, "test": 37}
+    folder = Path(folder)
+    corpus = {}
+    for split, n in sizes.items():
+        src, tgt = [], []
+        for _ in range(n):
+            sentence = [rng.choice(src_words) for _ in range(rng.randint(2, 9))]
+            src.append(" ".join(sentence) + " .")
+            tgt.append(" ".join(cipher[w] for w in sentence) + " .")
+        (folder / f"{split}.src").write_text("\n".join(src) + "\n", encoding="utf-8")
+        (folder / f"{split}.tgt").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+        corpus[split] = (src, tgt)
+    return corpus
