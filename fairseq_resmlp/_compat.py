@@ -1,19 +1,47 @@
 """Make fairseq's own pickled objects loadable under torch >= 2.6's ``weights_only=True`` default.
 
-fairseq calls ``torch.load`` without ``weights_only=False``. Single-process checkpoints of a dataclass-configured
-model hold only plain containers and tensors, but multi-process training broadcasts the loaded checkpoint from
-rank 0 to the other ranks through ``torch.save``/``torch.load`` with fairseq's ``_TensorPlaceholder`` inside.
-Allow-listing those types once, at plugin import, means no user ever needs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
+fairseq calls ``torch.load`` without ``weights_only=False``. A single-process checkpoint of a dataclass-configured
+model holds only plain containers and tensors and loads as it is. But when multi-process training resumes, rank 0
+loads the checkpoint, turns its config into an omegaconf ``DictConfig`` and broadcasts the whole state to the
+other ranks through ``torch.save``/``torch.load``, with fairseq's ``_TensorPlaceholder`` in place of tensors; the
+other ranks then fail with "Unsupported global". Allow-listing exactly those types once, at plugin import, means
+no user ever needs ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``. (The list is what
+``torch.serialization.get_unsafe_globals_in_checkpoint`` reports for such a broadcast, plus omegaconf's other
+value nodes, which a config holds when it is built from a dataclass.)
 """
+
+import collections
+import typing
 
 import torch
 
 
 def allow_fairseq_checkpoint_globals() -> None:
-    """Register the fairseq types that its checkpoint code pickles as safe for ``torch.load``."""
+    """Register the types that fairseq's checkpoint broadcast pickles as safe for ``torch.load``."""
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is None:  # torch < 2.4 loads everything anyway
         return
     from fairseq.distributed.utils import _TensorPlaceholder
+    from omegaconf import DictConfig, ListConfig, base, nodes
 
-    add_safe_globals([_TensorPlaceholder])
+    value_nodes = [
+        getattr(nodes, name)
+        for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode", "BytesNode",
+                     "PathNode")
+        if hasattr(nodes, name)
+    ]
+    add_safe_globals(
+        [
+            _TensorPlaceholder,
+            DictConfig,
+            ListConfig,
+            base.ContainerMetadata,
+            base.Metadata,
+            *value_nodes,
+            typing.Any,
+            collections.defaultdict,
+            dict,
+            list,
+            int,
+        ]
+    )
