@@ -8,11 +8,17 @@ other ranks then fail with "Unsupported global". Allow-listing exactly those typ
 no user ever needs ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``. (The list is what
 ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports for such a broadcast, plus omegaconf's other
 value nodes, which a config holds when it is built from a dataclass.)
+
+Two more kinds of plain data appear in fairseq checkpoints: numpy arrays (``--eval-bleu`` stores its n-gram
+counts in every checkpoint's metrics) and ``argparse.Namespace`` (the config of models registered the old
+``add_args`` way, such as fairseq's own Transformer baselines, loaded next to ResMLP in comparisons).
 """
 
+import argparse
 import collections
 import typing
 
+import numpy as np
 import torch
 
 
@@ -43,5 +49,19 @@ def allow_fairseq_checkpoint_globals() -> None:
             dict,
             list,
             int,
+            argparse.Namespace,
+            *_numpy_array_globals(),
         ]
     )
+
+
+def _numpy_array_globals() -> list:
+    """What pickling a numpy array refers to: its reconstructor, ndarray, dtype and the concrete dtype classes."""
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    found = [_reconstruct, np.ndarray, np.dtype]
+    if hasattr(np, "dtypes"):
+        found += [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return found

@@ -68,3 +68,52 @@ def test_left_alignment_round_trip():
     features = aligned.t().unsqueeze(-1).float()  # T x B x 1
     assert restore_time_first(features, shift).squeeze(-1).t().long().tolist() == tokens.tolist()
     assert leading_pads(torch.tensor([[5, 2, 1]]), pad) is None
+
+
+def test_folded_affine_linear_equals_unfolded():
+    from fairseq_resmlp.modules.channel_mlp import ChannelMLP
+    from fairseq_resmlp.modules.resmlp_layer import ResidualBranch
+
+    torch.manual_seed(0)
+    branch = ResidualBranch(8, "affine", 0.2, 0.0)
+    with torch.no_grad():
+        branch.norm.alpha.normal_()
+        branch.norm.beta.normal_()
+    mlp = ChannelMLP(8, 4, 0.0)  # fewer weights (32) than activations: the folded path is taken
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    folded = mlp.from_hidden(branch.norm_then_linear(x, mlp.fc1))
+    plain = mlp(branch.norm(x))
+    assert torch.allclose(folded, plain, atol=1e-5)
+    grads = torch.autograd.grad(folded.sum(), [x, branch.norm.alpha, branch.norm.beta, mlp.fc1.weight])
+    plain_grads = torch.autograd.grad(plain.sum(), [x, branch.norm.alpha, branch.norm.beta, mlp.fc1.weight])
+    for g, h in zip(grads, plain_grads):
+        assert torch.allclose(g, h, atol=1e-5)
+
+
+def test_cross_attention_matches_fairseq_multihead_attention():
+    """Same weights, same function as fairseq's MultiheadAttention (encoder-decoder mode), with padding."""
+    from fairseq.modules import MultiheadAttention
+
+    from fairseq_resmlp.modules.cross_attention import CrossAttention
+
+    torch.manual_seed(0)
+    ours = CrossAttention(16, 12, 4, 0.0).eval()
+    ref = MultiheadAttention(16, 4, kdim=12, vdim=12, encoder_decoder_attention=True).eval()
+    ref.load_state_dict(ours.state_dict())
+    query, enc = torch.randn(5, 3, 16), torch.randn(7, 3, 12)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 5:] = True
+    pad[2, :2] = True  # left padding
+    expected, expected_w = ref(query, enc, enc, key_padding_mask=pad, static_kv=True, need_weights=True)
+    for need in (False, True):
+        out, w = ours(query, enc, pad, need_weights=need)
+        assert torch.allclose(out, expected, atol=1e-5)
+        if need:
+            assert torch.allclose(w, expected_w, atol=1e-6)
+    # Incremental: keys/values computed once, reordered with the beams.
+    state = {}
+    ours(query[:1], enc, pad, incremental_state=state)
+    order = torch.tensor([2, 0, 1])
+    ours.reorder_incremental_state(state, order)
+    out, _ = ours(query[1:2, order], enc[:, order] * 0, pad[order], incremental_state=state)  # cache, not enc
+    assert torch.allclose(out, expected[1:2, order], atol=1e-5)

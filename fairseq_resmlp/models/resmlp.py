@@ -167,6 +167,22 @@ def resmlp_small(cfg) -> None:
     resmlp_6(cfg)
 
 
+@register_model_architecture("resmlp", "resmlp_mini")
+def resmlp_mini(cfg) -> None:
+    """For CPU-sized runs (the quickstart): d=128, MLP 512, 3 encoder + 3 decoder layers, 4 heads."""
+    _set_defaults(
+        cfg,
+        encoder_embed_dim=128,
+        encoder_ffn_embed_dim=512,
+        encoder_layers=3,
+        decoder_embed_dim=128,
+        decoder_ffn_embed_dim=512,
+        decoder_layers=3,
+        decoder_attention_heads=4,
+    )
+    resmlp_base(cfg)
+
+
 @register_model_architecture("resmlp", "resmlp_tiny")
 def resmlp_tiny(cfg) -> None:
     """For tests: d=32, two layers each side, 128 positions."""

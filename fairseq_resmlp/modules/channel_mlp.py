@@ -18,4 +18,8 @@ class ChannelMLP(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
+        return self.from_hidden(self.fc1(x))
+
+    def from_hidden(self, hidden: Tensor) -> Tensor:
+        """The rest of the MLP after fc1 (so callers may compute fc1 differently)."""
+        return self.fc2(self.activation_dropout(F.gelu(hidden)))

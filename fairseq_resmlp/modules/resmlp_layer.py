@@ -2,11 +2,14 @@
 
 from typing import Dict, Optional, Tuple
 
-from fairseq.modules import FairseqDropout, MultiheadAttention
+import torch
+import torch.nn.functional as F
+from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
-from .affine import LayerScale, build_norm
+from .affine import Affine, LayerScale, build_norm
 from .channel_mlp import ChannelMLP
+from .cross_attention import CrossAttention
 from .token_mixing import TokenMixing
 
 
@@ -20,7 +23,19 @@ class ResidualBranch(nn.Module):
         self.layerscale = LayerScale(dim, layerscale_init)
 
     def finish(self, residual: Tensor, branch: Tensor) -> Tensor:
-        return residual + self.layerscale(self.dropout(branch))
+        # One fused kernel for "scale and add" instead of two passes over the activations.
+        return torch.addcmul(residual, self.layerscale.scale, self.dropout(branch))
+
+    def norm_then_linear(self, x: Tensor, linear: nn.Linear) -> Tensor:
+        """linear(norm(x)); an Affine norm is folded into the linear layer's weight when that is cheaper.
+
+        W(alpha * x + beta) + b = x @ (W * alpha)^T + (b + W @ beta): for a training batch (many more
+        activations than weights) this saves a full pass over the activations; for a decoding step it does not.
+        """
+        norm = self.norm
+        if isinstance(norm, Affine) and x.numel() > linear.weight.numel():
+            return F.linear(x, linear.weight * norm.alpha, torch.addmv(linear.bias, linear.weight, norm.beta))
+        return linear(norm(x))
 
 
 class ResMLPEncoderLayer(nn.Module):
@@ -36,7 +51,7 @@ class ResMLPEncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         x = self.mix.finish(x, self.linear_tokens(self.mix.norm(x), padding_mask))
-        return self.mlp.finish(x, self.mlp_channels(self.mlp.norm(x)))
+        return self.mlp.finish(x, self.mlp_channels.from_hidden(self.mlp.norm_then_linear(x, self.mlp_channels.fc1)))
 
 
 class ResMLPDecoderLayer(nn.Module):
@@ -48,13 +63,8 @@ class ResMLPDecoderLayer(nn.Module):
         self.mix = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
         self.linear_tokens = TokenMixing(max_positions, causal=True, init=cfg.token_mixing_init)
         self.cross = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
-        self.encoder_attn = MultiheadAttention(
-            dim,
-            cfg.decoder_attention_heads,
-            kdim=cfg.encoder_embed_dim,
-            vdim=cfg.encoder_embed_dim,
-            dropout=cfg.attention_dropout,
-            encoder_decoder_attention=True,
+        self.encoder_attn = CrossAttention(
+            dim, cfg.encoder_embed_dim, cfg.decoder_attention_heads, cfg.attention_dropout
         )
         self.mlp = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
         self.mlp_channels = ChannelMLP(dim, cfg.decoder_ffn_embed_dim, cfg.activation_dropout)
@@ -71,15 +81,13 @@ class ResMLPDecoderLayer(nn.Module):
         x = self.mix.finish(x, self.linear_tokens(self.mix.norm(x), padding_mask, incremental_state))
         attn: Optional[Tensor] = None
         if encoder_out is not None:
-            y, attn = self.encoder_attn(
-                query=self.cross.norm(x),
-                key=encoder_out,
-                value=encoder_out,
-                key_padding_mask=encoder_padding_mask,
+            y, attn = self.encoder_attn.attend(
+                self.cross.norm_then_linear(x, self.encoder_attn.q_proj),
+                encoder_out,
+                encoder_padding_mask,
                 incremental_state=incremental_state,
-                static_kv=True,
                 need_weights=need_attn,
             )
             x = self.cross.finish(x, y)
-        x = self.mlp.finish(x, self.mlp_channels(self.mlp.norm(x)))
+        x = self.mlp.finish(x, self.mlp_channels.from_hidden(self.mlp.norm_then_linear(x, self.mlp_channels.fc1)))
         return x, attn

@@ -1,0 +1,88 @@
+"""Binarizing with ``fairseq-preprocess`` and reading back what it wrote."""
+
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Mapping
+
+from tqdm import tqdm
+
+from data_prep.errors import DataPrepError
+
+_MMAP_MAGIC = b"MMIDIDX\x00\x00"
+_SUMMARY_RE = re.compile(
+    r"\[(?P<lang>[^\]]+)\] (?P<file>\S+): (?P<sents>\d+) sents, (?P<tokens>\d+) tokens"
+    r"(?:, (?P<unk>[0-9.e+-]+)% replaced)?"
+)
+
+
+def run_preprocess(
+    src: str,
+    tgt: str,
+    prefixes: Mapping[str, Path],
+    dictionary: Path,
+    destdir: Path,
+    workers: int,
+    log_path: Path,
+    progress: bool = False,
+) -> Dict[str, dict]:
+    """Run ``fairseq-preprocess --joined-dictionary`` with our SentencePiece dictionary.
+
+    ``prefixes`` maps ``train``/``valid``/``test`` to file prefixes (``PREFIX.src``/``PREFIX.tgt``).
+    Returns, per split and language, the sentences, tokens and <unk> percentage fairseq reported.
+    """
+    cmd = [
+        sys.executable, "-m", "fairseq_cli.preprocess",
+        "--source-lang", src, "--target-lang", tgt,
+        "--srcdict", str(dictionary), "--joined-dictionary",
+        "--destdir", str(destdir),
+        "--workers", str(max(1, workers)),
+        "--dataset-impl", "mmap",
+    ]
+    for split in ("train", "valid", "test"):
+        if split in prefixes:
+            cmd += [f"--{split}pref", str(prefixes[split])]
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # fairseq reports no progress of its own; at least show that time is passing.
+        with tqdm(desc="binarize", bar_format="{desc}: {elapsed} elapsed", disable=not progress, file=sys.stderr) as bar:
+            try:
+                while proc.poll() is None:
+                    try:
+                        proc.wait(timeout=1)
+                    except subprocess.TimeoutExpired:
+                        bar.refresh()
+            except BaseException:
+                proc.kill()  # do not leave fairseq running when interrupted
+                proc.wait()
+                raise
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    if proc.returncode != 0:
+        tail = "\n".join(text.splitlines()[-15:])
+        raise DataPrepError(f"fairseq-preprocess failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    summary: Dict[str, dict] = {}
+    for m in _SUMMARY_RE.finditer(text):
+        split = next((s for s, p in prefixes.items() if m.group("file") == f"{p}.{m.group('lang')}"), None)
+        if split is None:
+            continue
+        summary.setdefault(split, {})[m.group("lang")] = {
+            "sentences": int(m.group("sents")),
+            "tokens": int(m.group("tokens")),
+            "unk_percent": float(m.group("unk") or 0.0),
+        }
+    return summary
+
+
+def mmap_index_count(idx: Path) -> int:
+    """Number of sequences in a fairseq ``mmap`` dataset, read from its ``.idx`` header."""
+    with open(idx, "rb") as f:
+        header = f.read(26)
+    if len(header) < 26 or header[:9] != _MMAP_MAGIC:
+        raise DataPrepError(f"{idx}: not a fairseq mmap index")
+    return struct.unpack("<Q", header[18:26])[0]

@@ -1,0 +1,273 @@
+"""The pipeline both front ends share: clean -> SentencePiece -> filter -> binarize -> manifest.
+
+A front end (``wmt14``, ``parallel``) runs its own text stages, which must produce the normalised
+training text ``work/clean.{src,tgt}`` and the normalised evaluation text ``raw/{valid,test}.*``;
+:meth:`Pipeline.run_shared_stages` does the rest. Output layout (see docs/data_prep.md)::
+
+    OUT/manifest.json              counts, drops, checksums, versions
+    OUT/spm.model, OUT/spm.vocab   joint SentencePiece model
+    OUT/raw/{train,valid,test}.L   untokenized text (train: exactly the binarized pairs)
+    OUT/spm/{train,valid,test}.L   the same as SentencePiece pieces
+    OUT/data-bin/                  fairseq-preprocess output (joined dictionary)
+    OUT/work/                      intermediates, stage stamps, logs
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from data_prep import binarize, report, subword
+from data_prep.clean import filter_lengths
+from data_prep.errors import DataPrepError
+from data_prep.stages import ChecksumCache, Stage, StageContext, StageResult, StageRunner, write_json_atomic
+from data_prep.textio import count_lines
+
+# Bump when a stage's code changes what it writes, so that old stamps stop matching.
+STAGE_VERSIONS = {
+    "train-text": 1, "eval-text": 1, "spm-sample": 1, "spm-train": 1, "encode": 1, "filter": 1, "binarize": 1,
+}
+
+
+@dataclass
+class Options:
+    """Settings shared by every front end (the common command-line options)."""
+
+    out: Path
+    src: str
+    tgt: str
+    vocab_size: int = 32000
+    model_type: str = "unigram"
+    character_coverage: float = 0.9995
+    max_len: int = 250
+    len_ratio: float = 1.5
+    workers: int = 1
+    spm_sample: int = 1_000_000
+    spm_threads: int = 8
+    dedup: bool = False
+    drop_invalid_utf8: bool = False
+    seed: int = 1
+    force: bool = False
+    progress: bool = True
+
+
+class Layout:
+    """Where each file of an output directory lives."""
+
+    def __init__(self, out: Path, src: str, tgt: str, eval_splits: Sequence[str] = ("valid", "test")) -> None:
+        self.out = out
+        self.src = src
+        self.tgt = tgt
+        self.langs = (src, tgt)
+        self.eval_splits = tuple(eval_splits)
+        self.work = out / "work"
+        self.stamps = self.work / "stamps"
+        self.manifest = out / "manifest.json"
+        self.spm_model = out / "spm.model"
+        self.spm_vocab = out / "spm.vocab"
+        self.fairseq_dict = self.work / "dict.txt"
+        self.spm_sample = self.work / "spm_sample.txt"
+        self.data_bin = out / "data-bin"
+        self.binarize_log = self.work / "binarize.log"
+
+    @property
+    def splits(self) -> Tuple[str, ...]:
+        return ("train",) + self.eval_splits
+
+    def clean(self, lang: str) -> Path:
+        """Normalised training text before the length filters."""
+        return self.work / f"clean.{lang}"
+
+    def clean_pieces(self, lang: str) -> Path:
+        return self.work / f"clean.spm.{lang}"
+
+    def raw(self, split: str, lang: str) -> Path:
+        return self.out / "raw" / f"{split}.{lang}"
+
+    def pieces(self, split: str, lang: str) -> Path:
+        return self.out / "spm" / f"{split}.{lang}"
+
+    def bin_prefix(self, split: str) -> Path:
+        return self.data_bin / f"{split}.{self.src}-{self.tgt}"
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """One run per output directory at a time: two would overwrite each other's temporary files."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataPrepError(f"{out} is in use by another data_prep run") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Pipeline:
+    """Runs stages into one output directory and writes the manifest and summary at the end."""
+
+    def __init__(
+        self,
+        opts: Options,
+        tool: str,
+        argv: Sequence[str],
+        eval_splits: Sequence[str] = ("valid", "test"),
+        log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+    ) -> None:
+        self.opts = opts
+        self.tool = tool
+        self.argv = list(argv)
+        self.log = log
+        self.layout = Layout(opts.out, opts.src, opts.tgt, eval_splits)
+        self.layout.work.mkdir(parents=True, exist_ok=True)
+        self.cache = ChecksumCache(self.layout.work / "checksums.json")
+        self.runner = StageRunner(opts.out, self.layout.stamps, self.cache, force=opts.force, log=log)
+        self.results: List[StageResult] = []
+        self.inputs: List[Dict[str, Any]] = []  # external input files, for the manifest
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    def run(self, stage: Stage) -> StageResult:
+        options = dict(stage.options)
+        options.setdefault("stage_version", STAGE_VERSIONS.get(stage.name, 1))
+        stage.options = options
+        result = self.runner.run(stage)
+        self.results.append(result)
+        return result
+
+    def add_input(self, path: Path, **extra: Any) -> None:
+        self.inputs.append(
+            {"path": str(path), "bytes": path.stat().st_size, "sha256": self.cache.sha256(path), **extra}
+        )
+
+    # The front end supplies these two stages' actions; the helpers above do the work.
+
+    def train_text_stage(
+        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any]
+    ) -> StageResult:
+        L = self.layout
+        return self.run(
+            Stage(
+                "train-text", action, inputs=inputs, outputs=[L.clean(L.src), L.clean(L.tgt)],
+                options={"dedup": self.opts.dedup, "drop_invalid_utf8": self.opts.drop_invalid_utf8, **options},
+            )
+        )
+
+    def eval_text_stage(
+        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any],
+        extra_outputs: Sequence[Path] = (),
+    ) -> StageResult:
+        L = self.layout
+        outputs = [L.raw(s, lang) for s in L.eval_splits for lang in L.langs] + list(extra_outputs)
+        return self.run(Stage("eval-text", action, inputs=inputs, outputs=outputs, options=options))
+
+    def run_shared_stages(self) -> None:
+        """SentencePiece sample + training, encoding, length filter and binarization."""
+        L, o = self.layout, self.opts
+        langs = L.langs
+
+        def sample(ctx: StageContext) -> Dict[str, Any]:
+            n = subword.sample_pairs(L.clean(L.src), L.clean(L.tgt), ctx.tmp(L.spm_sample), o.spm_sample, o.seed)
+            return {"pairs": n, "sentences": 2 * n}
+
+        self.run(Stage(
+            "spm-sample", sample, inputs=[L.clean(lang) for lang in langs], outputs=[L.spm_sample],
+            options={"spm_sample": o.spm_sample, "seed": o.seed},
+        ))
+
+        def train(ctx: StageContext) -> Dict[str, Any]:
+            prefix = L.work / ".spm-training"
+            subword.train_model(
+                L.spm_sample, prefix, o.vocab_size, o.model_type, o.character_coverage, o.spm_threads, o.seed
+            )
+            os.replace(f"{prefix}.model", ctx.tmp(L.spm_model))
+            os.replace(f"{prefix}.vocab", ctx.tmp(L.spm_vocab))
+            size = subword.write_fairseq_dict(ctx.tmp(L.spm_vocab), ctx.tmp(L.fairseq_dict))
+            return {"vocab_size": size, "sentences": count_lines(L.spm_sample)}
+
+        self.run(Stage(
+            "spm-train", train, inputs=[L.spm_sample], outputs=[L.spm_model, L.spm_vocab, L.fairseq_dict],
+            options={
+                "vocab_size": o.vocab_size, "model_type": o.model_type, "character_coverage": o.character_coverage,
+                "seed": o.seed, "threads": o.spm_threads, "normalization": "identity", "byte_fallback": True,
+            },
+        ))
+
+        jobs = [(L.clean(lang), L.clean_pieces(lang)) for lang in langs]
+        jobs += [(L.raw(s, lang), L.pieces(s, lang)) for s in L.eval_splits for lang in langs]
+
+        def encode(ctx: StageContext) -> Dict[str, Any]:
+            counts = subword.encode_files(
+                L.spm_model, [(src, ctx.tmp(dst)) for src, dst in jobs], o.workers, o.progress
+            )
+            for (src, _), n in zip(jobs, counts):
+                expected = count_lines(src)
+                if n != expected:
+                    raise DataPrepError(f"encoding {src} gave {n} lines instead of {expected}")
+            return {"lines": {self.rel(src): n for (src, _), n in zip(jobs, counts)}, "sentences": sum(counts)}
+
+        self.run(Stage(
+            "encode", encode, inputs=[L.spm_model] + [src for src, _ in jobs], outputs=[dst for _, dst in jobs],
+        ))
+
+        train_text = (L.raw("train", L.src), L.raw("train", L.tgt))
+        train_pieces = (L.pieces("train", L.src), L.pieces("train", L.tgt))
+
+        def filt(ctx: StageContext) -> Dict[str, Any]:
+            return filter_lengths(
+                (L.clean(L.src), L.clean(L.tgt)), (L.clean_pieces(L.src), L.clean_pieces(L.tgt)),
+                tuple(ctx.tmp(p) for p in train_text), tuple(ctx.tmp(p) for p in train_pieces),  # type: ignore[arg-type]
+                o.max_len, o.len_ratio, o.progress,
+            )
+
+        self.run(Stage(
+            "filter", filt,
+            inputs=[L.clean(L.src), L.clean(L.tgt), L.clean_pieces(L.src), L.clean_pieces(L.tgt)],
+            outputs=[*train_text, *train_pieces], options={"max_len": o.max_len, "len_ratio": o.len_ratio},
+        ))
+
+        def binarize_action(ctx: StageContext) -> Dict[str, Any]:
+            dest = ctx.tmp(L.data_bin)
+            self.log(f"[binarize] fairseq-preprocess with {o.workers} worker(s), log in {L.binarize_log}")
+            reported = binarize.run_preprocess(
+                L.src, L.tgt, {s: L.out / "spm" / s for s in L.splits}, L.fairseq_dict, dest, o.workers,
+                L.binarize_log, o.progress,
+            )
+            counts = {}
+            for split in L.splits:
+                n = {lang: binarize.mmap_index_count(Path(f"{dest / L.bin_prefix(split).name}.{lang}.idx")) for lang in langs}
+                expected = count_lines(L.pieces(split, L.src))
+                if set(n.values()) != {expected}:
+                    raise DataPrepError(f"data-bin {split} has {n} sequences, expected {expected}")
+                counts[split] = expected
+            return {"sequences": counts, "fairseq": reported, "lines_out": counts["train"], "lines_in": counts["train"]}
+
+        self.run(Stage(
+            "binarize", binarize_action,
+            inputs=[L.fairseq_dict] + [L.pieces(s, lang) for s in L.splits for lang in langs],
+            outputs=[L.data_bin],
+        ))
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the output directory where it is inside it."""
+        try:
+            return path.relative_to(self.opts.out).as_posix()
+        except ValueError:
+            return str(path)
+
+    def finish(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        manifest = report.build_manifest(self, extra or {})
+        write_json_atomic(self.layout.manifest, manifest)
+        self.cache.save()
+        print(report.summary_table(manifest), file=sys.stderr)
+        return manifest
+
+

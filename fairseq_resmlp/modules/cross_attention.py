@@ -1,0 +1,113 @@
+"""Encoder-decoder attention: the one attention ResMLP keeps.
+
+A lean multi-head attention written for this one use, instead of fairseq's general MultiheadAttention: it runs
+PyTorch's fused scaled-dot-product attention (flash / memory-efficient kernels on GPU) in training and
+full decoding, where fairseq's module falls back to explicit matrix products and softmax for encoder-decoder
+attention, and its decoding step is a handful of kernels. Parameter names (q_proj, k_proj, v_proj, out_proj)
+and initialisation are fairseq's, so checkpoints are interchangeable.
+"""
+
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from fairseq.incremental_decoding_utils import with_incremental_state
+from torch import Tensor, nn
+
+
+@with_incremental_state
+class CrossAttention(nn.Module):
+    """Multi-head attention from decoder positions to the encoder output, keys/values cached when decoding."""
+
+    def __init__(self, dim: int, kdim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"--decoder-embed-dim {dim} must be divisible by --decoder-attention-heads {heads}")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(kdim, dim)
+        self.v_proj = nn.Linear(kdim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.xavier_uniform_(proj.weight, gain=1 / math.sqrt(2))
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.constant_(self.out_proj.bias, 0.0)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        """L x B x C -> B x H x L x head_dim."""
+        length, bsz, _ = x.shape
+        return x.view(length, bsz, self.heads, self.head_dim).permute(1, 2, 0, 3)
+
+    def _keys_values(
+        self, encoder_out: Tensor, incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]]
+    ) -> Tuple[Tensor, Tensor]:
+        if incremental_state is not None:
+            cached = self.get_incremental_state(incremental_state, "kv")
+            if cached is not None and cached.get("k") is not None:
+                k, v = cached["k"], cached["v"]
+                assert k is not None and v is not None
+                return k, v
+        k = self._split_heads(self.k_proj(encoder_out))
+        v = self._split_heads(self.v_proj(encoder_out))
+        if incremental_state is not None:
+            self.set_incremental_state(incremental_state, "kv", {"k": k, "v": v})
+        return k, v
+
+    def forward(
+        self,
+        query: Tensor,
+        encoder_out: Tensor,
+        key_padding_mask: Optional[Tensor],
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        need_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Attend from ``query`` (T x B x C, not yet projected) to ``encoder_out`` (S x B x C_enc)."""
+        return self.attend(self.q_proj(query), encoder_out, key_padding_mask, incremental_state, need_weights)
+
+    def attend(
+        self,
+        q: Tensor,
+        encoder_out: Tensor,
+        key_padding_mask: Optional[Tensor],
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        need_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """The attention proper, from already projected queries ``q`` (T x B x C).
+
+        Returns the output (T x B x C) and, if ``need_weights``, the attention weights averaged over heads
+        (B x T x S), which fairseq uses for alignments.
+        """
+        tgt_len, bsz, dim = q.shape
+        q = self._split_heads(q)
+        k, v = self._keys_values(encoder_out, incremental_state)
+        # Boolean mask, True where a key may be attended (PyTorch's convention).
+        mask = None if key_padding_mask is None else (~key_padding_mask.bool()).view(bsz, 1, 1, -1)
+        dropout = self.dropout if self.training else 0.0
+        weights: Optional[Tensor] = None
+        if need_weights:
+            scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = torch.softmax(scores.float(), dim=-1).type_as(q)
+            out = torch.matmul(F.dropout(probs, dropout, self.training), v)
+            weights = probs.mean(dim=1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, dim)
+        return self.out_proj(out), weights
+
+    @torch.jit.export
+    def reorder_incremental_state(
+        self, incremental_state: Dict[str, Dict[str, Optional[Tensor]]], new_order: Tensor
+    ) -> None:
+        """Follow beam search (batch axis 0 of the cached keys and values)."""
+        cached = self.get_incremental_state(incremental_state, "kv")
+        if cached is not None and cached.get("k") is not None:
+            k, v = cached["k"], cached["v"]
+            assert k is not None and v is not None
+            self.set_incremental_state(
+                incremental_state, "kv", {"k": k.index_select(0, new_order), "v": v.index_select(0, new_order)}
+            )

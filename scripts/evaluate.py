@@ -1,0 +1,511 @@
+"""Translate a prepared test set with a checkpoint (or the average of several) and score it.
+
+    python scripts/evaluate.py runs/x/checkpoint_best.pt --data prepared/multi30k-en-de --split test
+    python scripts/evaluate.py runs/x/checkpoint_3_9000.pt runs/x/checkpoint_3_10000.pt --data DIR   # averaged
+    python scripts/evaluate.py CKPT --data-bin DIR/data-bin --spm-model DIR/spm.model --ref-raw DIR/raw/test.de
+    python scripts/evaluate.py --generate-output gen.txt --spm-model M --ref-raw R   # score an existing run
+
+Translation runs ``fairseq-generate`` with ``--user-dir fairseq_resmlp`` and ``--required-batch-size-multiple
+1``: with fairseq's default of 8 it silently drops up to 7 sentences of the test set. The hypotheses are put
+back in test-set order and SentencePiece-decoded here; scoring is refused (exit status 1) unless there is
+exactly one hypothesis for every reference line.
+
+Three scores, against the raw (untokenized, cased) reference text:
+
+* sacreBLEU: detokenized, cased BLEU with sacreBLEU's default 13a tokenization, and its signature. This is
+  the number to compare across papers and toolkits.
+* chrF2 (sacreBLEU's chrF, with its signature).
+* tokenized BLEU with compound splitting: the metric of the WMT14 tables of Vaswani et al. 2017, Ott et al.
+  2018 and the ResMLP paper. Hypotheses and references are tokenized Moses-style (sacreBLEU's 13a tokenizer,
+  or ``--tok-tokenizer intl``), hyphenated compounds are split as fairseq's ``compound_split_bleu.sh`` does
+  (``a-b`` -> ``a ##AT##-##AT## b``), and BLEU is computed on those tokens. It is not comparable with
+  sacreBLEU: it is typically higher on En-De.
+
+Outputs (default next to the first checkpoint, in ``eval/``): ``NAME.json`` (scores, signatures, counts, the
+command), ``NAME.hyp`` (the detokenized hypotheses, one per line, in test-set order) and
+``NAME.generate.txt`` (fairseq-generate's raw output). Every file is written under a temporary name and
+renamed, so an interrupted run leaves no half-written output; a re-run with the same inputs and options
+prints the stored result instead of translating again (``--force`` recomputes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts._common import (
+    USER_DIR,
+    ScriptError,
+    atomic_path,
+    child_env,
+    fairseq_command,
+    format_command,
+    make_temp_dir,
+    read_lines,
+    run_main,
+    write_text_atomic,
+)
+
+RESULT_FORMAT = 1
+
+# fairseq's compound_split_bleu.sh applies perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g' to tokenized text.
+# Python's re.sub scans left to right without overlaps exactly as perl's /g does, so "a-b-c" becomes
+# "a ##AT##-##AT## b-c" in both.
+_COMPOUND = re.compile(r"(\S)-(\S)")
+_HYPOTHESIS = re.compile(r"^H-(\d+)\t([^\t]*)\t(.*)$")
+
+
+# --- scoring ---------------------------------------------------------------------------------------------
+
+
+def compound_split(line: str) -> str:
+    """Split hyphenated compounds the way the WMT14 papers' scoring script does."""
+    return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", line)
+
+
+def moses_like_tokenizer(name: str):
+    """sacreBLEU's re-implementation of Moses-style tokenization (``13a``, or ``intl`` for Unicode punctuation)."""
+    if name == "13a":
+        from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+        return Tokenizer13a()
+    if name == "intl":
+        from sacrebleu.tokenizers.tokenizer_intl import TokenizerV14International
+
+        return TokenizerV14International()
+    raise ScriptError(f"unknown --tok-tokenizer {name!r} (choose 13a or intl)")
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], tok_tokenizer: str = "13a") -> Dict[str, Any]:
+    """sacreBLEU, chrF and tokenized compound-split BLEU of ``hypotheses`` against one reference each."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if len(hypotheses) != len(references):
+        raise ScriptError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    bleu = BLEU()
+    bleu_result = bleu.corpus_score(list(hypotheses), [list(references)])
+    chrf = CHRF()
+    chrf_result = chrf.corpus_score(list(hypotheses), [list(references)])
+
+    tokenize = moses_like_tokenizer(tok_tokenizer)
+    tok_hyps = [compound_split(tokenize(h)) for h in hypotheses]
+    tok_refs = [compound_split(tokenize(r)) for r in references]
+    # tokenize="none": the text is already tokenized; force=True silences sacreBLEU's warning about that.
+    tok_bleu = BLEU(tokenize="none", force=True)
+    tok_result = tok_bleu.corpus_score(tok_hyps, [tok_refs])
+    return {
+        "sacrebleu": {
+            "score": bleu_result.score,
+            "signature": str(bleu.get_signature()),
+            "detail": str(bleu_result),
+        },
+        "chrf": {
+            "score": chrf_result.score,
+            "signature": str(chrf.get_signature()),
+        },
+        "tokenized_bleu_compound_split": {
+            "score": tok_result.score,
+            "tokenizer": f"sacrebleu {tok_tokenizer} (Moses-style)",
+            "compound_split": "##AT##-##AT## (fairseq compound_split_bleu.sh)",
+            "detail": str(tok_result),
+            "note": "tokenized BLEU as in the WMT14 tables of the papers; not comparable with sacreBLEU",
+        },
+    }
+
+
+# --- hypotheses ------------------------------------------------------------------------------------------
+
+
+def parse_generate_output(text: str) -> List[Tuple[int, str]]:
+    """(sentence id, hypothesis pieces) for every ``H-`` line of fairseq-generate's output, as printed."""
+    found = []
+    for line in text.split("\n"):
+        m = _HYPOTHESIS.match(line)
+        if m:
+            found.append((int(m.group(1)), m.group(3)))
+    return found
+
+
+def order_hypotheses(found: Sequence[Tuple[int, str]], n_refs: int, where: str) -> List[str]:
+    """Hypotheses sorted by id; refuses (ScriptError) unless ids are exactly 0..n_refs-1, each once."""
+    by_id: Dict[int, str] = {}
+    duplicates = set()
+    for i, hyp in found:
+        if i in by_id:
+            duplicates.add(i)
+        by_id[i] = hyp
+    missing = sorted(set(range(n_refs)) - set(by_id))
+    extra = sorted(set(by_id) - set(range(n_refs)))
+    problems = []
+    if missing:
+        problems.append(f"no hypothesis for {len(missing)} sentence(s) (ids {_preview(missing)})")
+    if extra:
+        problems.append(f"{len(extra)} hypothesis id(s) beyond the {n_refs} references (ids {_preview(extra)})")
+    if duplicates:
+        problems.append(f"several hypotheses for sentence id(s) {_preview(sorted(duplicates))}")
+    if problems:
+        raise ScriptError(
+            f"{where}: {len(found)} hypotheses for {n_refs} references: " + "; ".join(problems)
+            + ". Refusing to score: BLEU over a different set of sentences is not comparable"
+        )
+    return [by_id[i] for i in range(n_refs)]
+
+
+def _preview(ids: Sequence[int], k: int = 8) -> str:
+    shown = ", ".join(map(str, ids[:k]))
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
+
+
+def decode_pieces(hypotheses: Sequence[str], spm_model: Path) -> List[str]:
+    """SentencePiece pieces (as fairseq prints them) back to text. sentencepiece's own decoder also undoes
+    byte-fallback pieces (``<0xE2>`` ...), which fairseq's ``--bpe sentencepiece`` would leave in the text."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_model))
+    return [sp.decode(h.split()) for h in hypotheses]
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalData:
+    """Everything evaluation reads besides the checkpoints."""
+
+    data_bin: Optional[Path]
+    spm_model: Path
+    references: Path
+    source_lang: Optional[str]
+    target_lang: Optional[str]
+    split: str
+
+
+def _languages_from_data_bin(data_bin: Path, split: str) -> Tuple[str, str]:
+    pairs = sorted({m.group(1, 2) for p in data_bin.glob(f"{split}.*-*.*.idx")
+                    if (m := re.match(rf"^{re.escape(split)}\.([^.-]+)-([^.-]+)\.", p.name))})
+    if len(pairs) != 1:
+        found = ", ".join(f"{s}-{t}" for s, t in pairs) or "none"
+        raise ScriptError(
+            f"cannot tell the language pair of {data_bin} for split {split} (found: {found}); "
+            "give --source-lang and --target-lang"
+        )
+    return pairs[0]
+
+
+def resolve_data(args: argparse.Namespace) -> EvalData:
+    """Paths of the data-bin, SentencePiece model and reference text, from --data and/or explicit options."""
+    data_bin = args.data_bin
+    spm_model = args.spm_model
+    src, tgt = args.source_lang, args.target_lang
+    if args.data is not None:
+        if not args.data.is_dir():
+            raise ScriptError(f"--data {args.data} is not a directory")
+        manifest_path = args.data / "manifest.json"
+        if manifest_path.exists():
+            try:
+                langs = json.loads(manifest_path.read_text(encoding="utf-8")).get("languages", {})
+            except ValueError as e:
+                raise ScriptError(f"{manifest_path} is not valid JSON: {e}") from None
+            # The data-bin serves both directions; the manifest names the pair as prepared.
+            if src is None and tgt is None:
+                src, tgt = langs.get("src"), langs.get("tgt")
+            elif src is None:
+                src = next((lang for lang in (langs.get("src"), langs.get("tgt")) if lang != tgt), None)
+            elif tgt is None:
+                tgt = next((lang for lang in (langs.get("src"), langs.get("tgt")) if lang != src), None)
+        data_bin = data_bin or args.data / "data-bin"
+        spm_model = spm_model or args.data / "spm.model"
+    if data_bin is None and args.generate_output is None:
+        raise ScriptError("give --data DIR (a data_prep output directory) or --data-bin DIR")
+    if data_bin is not None and not data_bin.is_dir():
+        raise ScriptError(f"data-bin directory {data_bin} does not exist")
+    if data_bin is not None and (src is None or tgt is None):
+        src, tgt = _languages_from_data_bin(data_bin, args.split)
+    if spm_model is None:
+        raise ScriptError("give --spm-model (the SentencePiece model the data was encoded with) or --data DIR")
+    if not spm_model.is_file():
+        raise ScriptError(f"SentencePiece model {spm_model} does not exist")
+    references = args.ref_raw
+    if references is None:
+        if args.data is None or tgt is None:
+            raise ScriptError("give --ref-raw (the untokenized reference text) or --data DIR")
+        references = args.data / "raw" / f"{args.split}.{tgt}"
+    if not references.is_file():
+        raise ScriptError(f"reference file {references} does not exist")
+    return EvalData(data_bin, spm_model, references, src, tgt, args.split)
+
+
+_MMAP_MAGIC = b"MMIDIDX\x00\x00"
+
+
+def data_bin_size(data_bin: Path, split: str, src: str, tgt: str) -> Optional[int]:
+    """Sentences in the binarized split (either direction's files); None for a non-mmap dataset format.
+
+    Read from the header of fairseq's mmap index (magic, version, dtype code, count) rather than by importing
+    fairseq, which costs seconds.
+    """
+    for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+        idx = data_bin / f"{split}.{pair}.{tgt}.idx"
+        if idx.exists():
+            with open(idx, "rb") as f:
+                header = f.read(26)
+            if len(header) < 26 or header[:9] != _MMAP_MAGIC:
+                return None
+            return int.from_bytes(header[18:26], "little")
+    raise ScriptError(f"{data_bin} has no split {split!r} for {src}-{tgt} (looked for {split}.{src}-{tgt}.{tgt}.idx)")
+
+
+# --- translation -----------------------------------------------------------------------------------------
+
+
+def generate_command(checkpoint: Path, data: EvalData, args: argparse.Namespace) -> List[str]:
+    cmd = [
+        fairseq_command("fairseq-generate"), str(data.data_bin),
+        "--user-dir", str(USER_DIR),
+        "--task", "translation",
+        "--path", str(checkpoint),
+        "--source-lang", str(data.source_lang), "--target-lang", str(data.target_lang),
+        "--gen-subset", data.split,
+        "--beam", str(args.beam), "--nbest", "1", "--lenpen", str(args.lenpen),
+        # fairseq's default of 8 drops the last, incomplete batch: up to 7 test sentences never translated.
+        "--required-batch-size-multiple", "1",
+        "--seed", "1",
+    ]
+    if args.max_tokens:
+        cmd += ["--max-tokens", str(args.max_tokens)]
+    if args.batch_size:
+        cmd += ["--batch-size", str(args.batch_size)]
+    if args.cpu:
+        cmd += ["--cpu"]
+    if args.fp16:
+        cmd += ["--fp16"]
+    return cmd + list(args.generate_args)
+
+
+def run_generate(cmd: Sequence[str], output: Path) -> None:
+    """Run fairseq-generate, its stdout into ``output``; on failure report the end of its log."""
+    print(format_command(cmd), file=sys.stderr)
+    with open(output, "w", encoding="utf-8") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=child_env())
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
+        raise ScriptError(f"fairseq-generate failed (exit status {proc.returncode}):\n{tail}")
+
+
+# --- results ---------------------------------------------------------------------------------------------
+
+
+def _file_identity(path: Path) -> Dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def fingerprint(checkpoints: Sequence[Path], data: EvalData, args: argparse.Namespace) -> str:
+    """Identity of everything the result depends on: a re-run with the same fingerprint reuses the result."""
+    files = list(checkpoints) + [data.spm_model, data.references]
+    if data.data_bin is not None:
+        files += sorted(data.data_bin.glob(f"{data.split}.*")) + sorted(data.data_bin.glob("dict.*.txt"))
+    if args.generate_output is not None:
+        files.append(args.generate_output)
+    key = {
+        "format": RESULT_FORMAT,
+        "files": [_file_identity(f) for f in files],
+        "langs": [data.source_lang, data.target_lang],
+        "split": data.split,
+        "options": {k: getattr(args, k) for k in ("beam", "lenpen", "cpu", "fp16", "tok_tokenizer", "generate_args")},
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def default_output(args: argparse.Namespace, data: EvalData) -> Path:
+    if args.generate_output is not None:
+        return args.generate_output.with_suffix(".json")
+    first = args.checkpoints[0]
+    stem = first.stem if len(args.checkpoints) == 1 else f"avg{len(args.checkpoints)}_{args.checkpoints[-1].stem}"
+    return first.parent / "eval" / f"{data.split}_{stem}.json"
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    m = result["metrics"]
+    what = result.get("model") or result.get("generate_output")
+    lines = [
+        f"{what}",
+        f"{result['split']} {result['source_lang']}->{result['target_lang']}: "
+        f"{result['counts']['hypotheses']} hypotheses for {result['counts']['references']} references (all translated)",
+        "",
+        f"{'metric':<44}{'score':>7}  signature / details",
+        f"{'-' * 44}{'-' * 7}  {'-' * 40}",
+        f"{'sacreBLEU (detokenized, cased)':<44}{m['sacrebleu']['score']:>7.2f}  {m['sacrebleu']['signature']}",
+        f"{'chrF2':<44}{m['chrf']['score']:>7.2f}  {m['chrf']['signature']}",
+        f"{'tokenized BLEU, compound split (papers)':<44}{m['tokenized_bleu_compound_split']['score']:>7.2f}  "
+        f"{m['tokenized_bleu_compound_split']['tokenizer']} + ##AT##-##AT##; not comparable with sacreBLEU",
+        "",
+        f"hypotheses: {result['files']['hypotheses']}",
+        f"result:     {result['files']['result']}",
+    ]
+    return "\n".join(lines)
+
+
+def load_result(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", type=Path, nargs="*", help="checkpoint file(s); several are averaged first")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=Path, help="a data_prep output directory (manifest.json, spm.model, raw/, data-bin/)")
+    g.add_argument("--split", default="test", help="the data-bin split to translate: test or valid (default %(default)s)")
+    g.add_argument("--data-bin", type=Path, help="fairseq data-bin directory (default DATA/data-bin)")
+    g.add_argument("--spm-model", type=Path, help="SentencePiece model (default DATA/spm.model)")
+    g.add_argument("--ref-raw", type=Path, help="untokenized reference text, one line per sentence (default DATA/raw/SPLIT.TGT)")
+    g.add_argument("--src-raw", type=Path, help="untokenized source text, only checked for its line count")
+    g.add_argument("--source-lang", help="source language (default: from DATA/manifest.json or the data-bin file names)")
+    g.add_argument("--target-lang", help="target language (default: as --source-lang)")
+    g = p.add_argument_group("generation")
+    g.add_argument("--beam", type=int, default=4, help="beam size (default %(default)s, as in the ResMLP paper)")
+    g.add_argument("--lenpen", type=float, default=1.0, help="length penalty (default %(default)s)")
+    g.add_argument("--max-tokens", type=int, default=8000, help="tokens per batch (default %(default)s)")
+    g.add_argument("--batch-size", type=int, help="sentences per batch (default: no limit besides --max-tokens)")
+    g.add_argument("--cpu", action="store_true", help="translate on the CPU even if a GPU is present")
+    g.add_argument("--fp16", action="store_true", help="translate in float16 (GPU)")
+    g.add_argument("--generate-args", nargs=argparse.REMAINDER, default=[],
+                   help="everything after this is passed to fairseq-generate unchanged (put it last)")
+    g.add_argument("--generate-output", type=Path,
+                   help="score this existing fairseq-generate output instead of translating (no checkpoint needed)")
+    g = p.add_argument_group("output")
+    g.add_argument("--output", type=Path, help="result JSON (default CKPT_DIR/eval/SPLIT_CKPT.json); hypotheses next to it")
+    g.add_argument("--tok-tokenizer", choices=("13a", "intl"), default="13a",
+                   help="Moses-style tokenizer for the tokenized BLEU (default %(default)s)")
+    g.add_argument("--save-average", type=Path, help="keep the averaged checkpoint at this path (default: a temporary file)")
+    g.add_argument("--force", action="store_true", help="recompute even if an up-to-date result exists")
+    return p
+
+
+def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
+    """Translate (unless --generate-output), check the counts, score and write the outputs; the result dict."""
+    if args.generate_output is None and not args.checkpoints:
+        raise ScriptError("give at least one checkpoint (or --generate-output FILE)")
+    if args.generate_output is not None and args.checkpoints:
+        raise ScriptError("give either checkpoints or --generate-output, not both")
+    for c in args.checkpoints:
+        if not c.is_file():
+            raise ScriptError(f"checkpoint {c} does not exist")
+    if args.generate_output is not None and not args.generate_output.is_file():
+        raise ScriptError(f"--generate-output {args.generate_output} does not exist")
+    if args.beam < 1:
+        raise ScriptError("--beam must be at least 1")
+    data = resolve_data(args)
+
+    output = args.output or default_output(args, data)
+    if output.suffix != ".json":
+        raise ScriptError(f"--output {output} should end in .json (the hypotheses are written next to it)")
+    stem = output.with_suffix("")
+    hyp_path = Path(f"{stem}.hyp")
+    gen_path = Path(f"{stem}.generate.txt")
+    key = fingerprint(args.checkpoints, data, args)
+    previous = load_result(output)
+    if not args.force and previous and previous.get("fingerprint") == key and hyp_path.exists():
+        print(f"up to date: {output} (same checkpoints, data and options; --force recomputes)", file=sys.stderr)
+        return previous
+
+    references = read_lines(data.references)
+    n = len(references)
+    if args.src_raw is not None:
+        n_src = len(read_lines(args.src_raw))
+        if n_src != n:
+            raise ScriptError(f"--src-raw {args.src_raw} has {n_src} lines but the references {data.references} have {n}")
+    if data.data_bin is not None:
+        n_bin = data_bin_size(data.data_bin, data.split, str(data.source_lang), str(data.target_lang))
+        if n_bin is not None and n_bin != n:
+            raise ScriptError(
+                f"the references {data.references} have {n} lines but {data.data_bin} split {data.split} has {n_bin} "
+                "sentences: they are not the same test set"
+            )
+
+    tmp = make_temp_dir(output.parent, output.stem)
+    try:
+        started = time.time()
+        model = None
+        if args.generate_output is not None:
+            generate_text = args.generate_output.read_text(encoding="utf-8")
+            where = str(args.generate_output)
+            cmd = None
+        else:
+            if len(args.checkpoints) > 1:
+                from scripts.average_checkpoints import average_checkpoints, save_checkpoint
+
+                checkpoint = args.save_average or tmp / "averaged.pt"
+                print(f"averaging {len(args.checkpoints)} checkpoints -> {checkpoint}", file=sys.stderr)
+                save_checkpoint(average_checkpoints(args.checkpoints), checkpoint)
+                model = f"average of {len(args.checkpoints)}: " + ", ".join(str(c) for c in args.checkpoints)
+            else:
+                checkpoint = args.checkpoints[0]
+                model = str(checkpoint)
+            cmd = generate_command(checkpoint, data, args)
+            run_generate(cmd, tmp / "generate.txt")
+            generate_text = (tmp / "generate.txt").read_text(encoding="utf-8")
+            where = "fairseq-generate"
+        hypotheses = order_hypotheses(parse_generate_output(generate_text), n, where)
+        detok = decode_pieces(hypotheses, data.spm_model)
+        metrics = score(detok, references, args.tok_tokenizer)
+        result = {
+            "format": RESULT_FORMAT,
+            "model": model,
+            "checkpoints": [str(c) for c in args.checkpoints],
+            "generate_output": None if args.generate_output is None else str(args.generate_output),
+            "split": data.split,
+            "source_lang": data.source_lang,
+            "target_lang": data.target_lang,
+            "references": str(data.references),
+            "spm_model": str(data.spm_model),
+            "counts": {"references": n, "hypotheses": len(detok)},
+            "generation": {"beam": args.beam, "lenpen": args.lenpen, "max_tokens": args.max_tokens,
+                           "batch_size": args.batch_size, "extra": list(args.generate_args)},
+            "metrics": metrics,
+            "command": None if cmd is None else format_command(cmd),
+            "seconds": round(time.time() - started, 1),
+            "fingerprint": key,
+            "files": {"result": str(output), "hypotheses": str(hyp_path),
+                      "generate_output": str(args.generate_output or gen_path)},
+        }
+        # The old JSON goes first and the new one comes last: a JSON on disk always describes the hypotheses
+        # next to it, and an interrupted run leaves no JSON, so the next run recomputes.
+        output.unlink(missing_ok=True)
+        write_text_atomic(hyp_path, "".join(h + "\n" for h in detok))
+        if args.generate_output is None:
+            with atomic_path(gen_path) as t:
+                shutil.copyfile(tmp / "generate.txt", t)
+        write_text_atomic(output, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = evaluate(args)
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,581 @@
+"""Tests of data_prep: unit tests of each stage, and end-to-end runs on ../shared/data.
+
+The shared data folder is found through RESMLP_DATA (default: ../shared/data next to the repo);
+tests that need it skip when it is absent. The end-to-end runs use a small vocabulary and
+SentencePiece sample so that the whole file runs in a couple of minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # test the working tree, however pytest was started
+
+from data_prep import decode, parallel, wmt14  # noqa: E402
+from data_prep.clean import clean_train, length_drop_reason, normalize_line  # noqa: E402
+from data_prep.download import download, verify_archive  # noqa: E402
+from data_prep.errors import DataPrepError  # noqa: E402
+from data_prep.sgm import aligned_texts, parse_sgm, unescape  # noqa: E402
+from data_prep.stages import ChecksumCache, Stage, StageRunner  # noqa: E402
+from data_prep.subword import encode_files, train_model  # noqa: E402
+from data_prep.textio import InputFile, ParallelSource  # noqa: E402
+
+DATA = Path(os.environ.get("RESMLP_DATA", REPO.parent / "shared" / "data")).resolve()
+MINI = DATA / "wmt14-mini"
+SMALL = ["--vocab-size", "1000", "--spm-sample", "4000", "--no-progress"]
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path} (set RESMLP_DATA to the folder with wmt14-mini/, multi30k/, ...)")
+    return path
+
+
+def lines(path: Path) -> list:
+    text = path.read_text(encoding="utf-8")
+    assert text == "" or text.endswith("\n"), f"{path} does not end with a newline"
+    return text.split("\n")[:-1]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sacrebleu_sgm_lines(data: bytes) -> list:
+    """Segments the way sacreBLEU extracts them from WMT sgm files (an independent reference)."""
+    out = []
+    for line in data.decode("utf-8").split("\n"):
+        if line.startswith("<seg "):
+            out.append(re.sub(r"\s+", " ", re.sub(r"<seg.*?>(.*)</seg>.*?", "\\1", line).strip()))
+    return out
+
+
+def member_bytes(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive) as tar:
+        return tar.extractfile(name).read()
+
+
+# --- unit tests: cleaning --------------------------------------------------------------------
+
+
+def test_normalize_line_rules():
+    assert normalize_line("plain text") == ("plain text", 0)
+    assert normalize_line("windows line\r") == ("windows line", 1)
+    text, flags = normalize_line("  a \t b\u00a0c\u2028 ")
+    assert text == "a b c" and flags == 8
+    text, flags = normalize_line("Saarland\x92s \x84Kinder\x93")
+    assert text == "Saarland’s „Kinder“" and flags == 2
+    text, flags = normalize_line("\ufeffbell\x07 here")
+    assert text == "bell here" and flags == 4
+    # evaluation text: only CRLF and whitespace, like sacreBLEU
+    assert normalize_line("x\x96 y  z\r", repair_controls=False) == ("x\x96 y z", 1 | 8)
+
+
+def test_length_rules():
+    assert length_drop_reason(10, 12, 250, 1.5) is None
+    assert length_drop_reason(0, 3, 250, 1.5) == "empty"
+    assert length_drop_reason(251, 250, 250, 1.5) == "too_long"
+    assert length_drop_reason(10, 16, 250, 1.5) == "length_ratio"
+    assert length_drop_reason(10, 15, 250, 1.5) is None
+    assert length_drop_reason(10, 100, 0, 0) is None
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_clean_train_counts_every_drop(tmp_path):
+    src = write(tmp_path / "c.en", b"a\n\nsame\nsame\nbad\xff\n  x  y \r\n")
+    tgt = write(tmp_path / "c.de", b"A\nB\nSAME\nSAME\nok\nX Y\n")
+    source = ParallelSource("c", InputFile(src), InputFile(tgt))
+    stats = clean_train([source], tmp_path / "o.en", tmp_path / "o.de", dedup=True, drop_invalid_utf8=True, langs=("en", "de"))
+    assert lines(tmp_path / "o.en") == ["a", "same", "x y"]
+    assert lines(tmp_path / "o.de") == ["A", "SAME", "X Y"]
+    assert stats["lines_in"] == 6 and stats["lines_out"] == 3
+    assert stats["dropped"] == {"invalid_utf8": 1, "heldout": 0, "heldout_overlap": 0, "empty": 1, "duplicate": 1}
+    assert stats["normalised"]["en"]["crlf"] == 1 and stats["normalised"]["en"]["whitespace"] == 1
+    with pytest.raises(DataPrepError, match=r"c\.en: line 5: invalid UTF-8"):
+        clean_train([source], tmp_path / "p.en", tmp_path / "p.de")
+
+
+def test_mismatched_line_counts_name_files_and_line(tmp_path):
+    src = write(tmp_path / "m.en", b"1\n2\n3\n")
+    tgt = write(tmp_path / "m.de", b"1\n2\n")
+    with pytest.raises(DataPrepError) as err:
+        clean_train([ParallelSource("m", InputFile(src), InputFile(tgt))], tmp_path / "o.en", tmp_path / "o.de")
+    msg = str(err.value)
+    assert "m.de has 2 lines" in msg and "m.en has 3" in msg and "line 3" in msg
+
+
+# --- unit tests: sgm -------------------------------------------------------------------------
+
+SGM = b"""<srcset setid="t" srclang="any">
+<doc docid="d1" genre="news">
+<seg id="1">Standard & Poor&apos;s &amp; co &#233;t&#xE9;</seg>
+<seg id="2">  two\xc2\xa0 spaces </seg>
+</doc>
+</srcset>
+"""
+
+
+def test_parse_sgm_decodes_entities_and_keeps_bare_ampersands():
+    segs = parse_sgm(SGM, "x.sgm")
+    assert [(s.doc, s.seg) for s in segs] == [("d1", "1"), ("d1", "2")]
+    assert segs[0].text == "Standard & Poor's & co été"
+    assert unescape("AT&T &lt;b&gt; &nbsp;") == "AT&T <b> &nbsp;"
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (SGM.replace(b"</seg>\n<seg id=\"2\">", b"\n<seg id=\"2\">"), "line 3: <seg> without a closing"),
+        (SGM.replace(b'<doc docid="d1" genre="news">', b""), "outside a <doc>"),
+        (SGM.replace(b"</doc>", b""), "not closed"),
+        (SGM.replace(b'id="2"', b'id="1"'), "duplicate segment id"),
+        (SGM.replace(b"two", b"tw\xffo"), "line 4: invalid UTF-8"),
+    ],
+)
+def test_parse_sgm_rejects_malformed_files(bad, message):
+    with pytest.raises(DataPrepError, match=message):
+        parse_sgm(bad, "x.sgm")
+
+
+def test_aligned_texts_checks_ids():
+    a = parse_sgm(SGM, "a.sgm")
+    b = parse_sgm(SGM.replace(b'docid="d1"', b'docid="d2"'), "b.sgm")
+    with pytest.raises(DataPrepError, match="not parallel"):
+        aligned_texts(a, b, "a.sgm", "b.sgm")
+
+
+# --- unit tests: resumable stages ------------------------------------------------------------
+
+
+def test_stage_runner_skips_redoes_and_never_leaves_half_outputs(tmp_path):
+    runner = StageRunner(tmp_path, tmp_path / "stamps", ChecksumCache(tmp_path / "sums.json"), log=lambda m: None)
+    src = write(tmp_path / "in.txt", b"hello\n")
+    out = tmp_path / "out.txt"
+    calls = []
+
+    def upper(ctx):
+        calls.append(1)
+        ctx.tmp(out).write_text(src.read_text().upper())
+        return {"n": 1}
+
+    def stage(**options):
+        return Stage("upper", upper, inputs=[src], outputs=[out], options=options)
+
+    assert runner.run(stage()).status == "ran"
+    assert runner.run(stage()).status == "skipped" and runner.run(stage()).stats == {"n": 1}
+    assert runner.run(stage(x=1)).status == "ran"  # options changed
+    src.write_text("changed\n")
+    assert runner.run(stage(x=1)).status == "ran"  # input changed
+    out.write_text("tampered\n")
+    assert runner.run(stage(x=1)).status == "ran"  # output changed behind our back
+    assert out.read_text() == "CHANGED\n" and len(calls) == 4
+
+    def crash(ctx):
+        ctx.tmp(out).write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(Stage("upper", crash, inputs=[src], outputs=[out], options={"x": 2}))
+    assert not (tmp_path / ".out.txt.tmp").exists()
+    assert not (tmp_path / "stamps" / "upper.json").exists()  # so the next run redoes it
+    assert runner.run(stage(x=1)).status == "ran"
+
+
+# --- unit tests: SentencePiece encoding in parallel ------------------------------------------
+
+
+def test_parallel_encoding_matches_direct_encoding(tmp_path):
+    import sentencepiece as spm
+
+    text = [f"sentence number {i} with some words, {'x' * (i % 7 + 1)} and ünïcödé" for i in range(3000)]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(text) + "\n", encoding="utf-8")
+    train_model(corpus, tmp_path / "m", 300, "unigram", 1.0, 1, 1)
+    out = tmp_path / "c.spm"
+    # tiny chunks force many tasks over 2 processes
+    assert encode_files(tmp_path / "m.model", [(corpus, out)], workers=2, progress=False, chunk_bytes=4096) == [3000]
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
+    assert lines(out) == [" ".join(p) for p in sp.encode(text, out_type=str)]
+    assert [sp.decode(p.split()) for p in lines(out)] == text
+
+
+# --- unit tests: download --------------------------------------------------------------------
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one payload, honouring 'Range: bytes=N-' like statmt.org does."""
+
+    payload = b""
+    honour_range = True
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and self.honour_range:
+            start = int(rng.split("=")[1].rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
+        else:
+            self.send_response(200)
+        body = self.payload[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_download_resumes_and_verifies(tmp_path, honour_range):
+    archive = need(MINI / "test-full.tgz")
+    payload = archive.read_bytes()
+    handler = type("H", (RangeHandler,), {"payload": payload, "honour_range": honour_range})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/test-full.tgz"
+        dest = tmp_path / "test-full.tgz"
+        (tmp_path / "test-full.tgz.part").write_bytes(payload[: len(payload) // 3])  # an interrupted download
+        download(url, dest, verify=lambda p: verify_archive(p, ["test-full/newstest2014-deen-src.en.sgm"]), progress=False)
+        assert dest.read_bytes() == payload and not (tmp_path / "test-full.tgz.part").exists()
+        # a download that turns out to be damaged is deleted, never renamed to the final name
+        handler.payload = payload[: len(payload) // 2]
+        with pytest.raises(DataPrepError, match="unusable"):
+            download(url, tmp_path / "bad.tgz", verify=lambda p: verify_archive(p, []), progress=False)
+        assert not (tmp_path / "bad.tgz").exists() and not (tmp_path / "bad.tgz.part").exists()
+    finally:
+        server.shutdown()
+
+
+class MirrorHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the mini mirror over HTTP, standing in for statmt.org."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=str(MINI), **kwargs)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_wmt14_without_mirror_downloads_every_archive(tmp_path, monkeypatch):
+    need(MINI)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MirrorHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        archives = {k: wmt14.Archive(a.name, f"{base}/{a.name}", None) for k, a in wmt14.ARCHIVES.items()}
+        monkeypatch.setattr(wmt14, "ARCHIVES", archives)
+        paths = wmt14.locate_archives(wmt14.PAIRS["en-fr"], None, tmp_path / "downloads", progress=False)
+        assert sorted(p.name for p in paths.values()) == sorted(p.name for p in MINI.iterdir())
+        assert all(p.read_bytes() == (MINI / p.name).read_bytes() for p in paths.values())
+        # a reference md5 that does not match keeps the file from getting its final name
+        archives["dev"] = wmt14.Archive("dev.tgz", f"{base}/dev.tgz", "0" * 32)
+        with pytest.raises(DataPrepError, match="md5"):
+            wmt14.locate_archives(wmt14.PAIRS["en-de"], None, tmp_path / "again", progress=False)
+        assert not (tmp_path / "again" / "dev.tgz").exists()
+    finally:
+        server.shutdown()
+
+
+# --- WMT14 mini mirror, end to end -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["en-de", "en-fr"])
+def wmt(request, tmp_path_factory):
+    """Prepare one pair from the mini mirror once for all tests of this module."""
+    mirror = need(MINI)
+    out = tmp_path_factory.mktemp(f"wmt14-{request.param}")
+    workers = "2" if request.param == "en-fr" else "1"
+    assert wmt14.main(["--pair", request.param, "--mirror", str(mirror), "--out", str(out), "--workers", workers, *SMALL]) == 0
+    src, tgt = request.param.split("-")
+    return {"pair": request.param, "src": src, "tgt": tgt, "out": out, "workers": workers,
+            "manifest": json.loads((out / "manifest.json").read_text())}
+
+
+def test_wmt14_manifest_counts_agree_with_files(wmt):
+    out, m = wmt["out"], wmt["manifest"]
+    src, tgt = wmt["src"], wmt["tgt"]
+    counts = m["line_counts"]
+    # every stage's count, and the drops explaining each difference
+    train = counts["train"]
+    dropped = m["dropped"]["train"]
+    assert train["read"] - train["after_train-text"] == sum(dropped[r] for r in ("invalid_utf8", "empty", "duplicate"))
+    assert train["after_train-text"] - train["after_filter"] == dropped["too_long"] + dropped["length_ratio"]
+    assert train["after_filter"] == train["binarized"] == len(lines(out / "raw" / f"train.{src}"))
+    assert counts["valid"]["binarized"] == 3000 and counts["test"]["binarized"] == 3003
+    # what was read matches the archives, corpus by corpus
+    spec = wmt14.PAIRS[wmt["pair"]]
+    for corpus in spec.train:
+        archive = MINI / wmt14.ARCHIVES[corpus.archive].name
+        data = member_bytes(archive, corpus.file(src))
+        if archive.suffix == ".tar":
+            data = gzip.decompress(data)
+        assert m["corpora"][corpus.name]["read"] == data.count(b"\n")
+    assert train["read"] == sum(c["read"] for c in m["corpora"].values())
+    # every file listed in the manifest: line counts and checksums
+    for rel, entry in m["outputs"].items():
+        path = out / rel
+        assert entry["sha256"] == sha256(path), rel
+        if "lines" in entry:
+            assert entry["lines"] == len(lines(path)), rel
+    for split in ("train", "valid", "test"):
+        for lang in (src, tgt):
+            n = counts[split]["binarized"]
+            assert m["outputs"][f"raw/{split}.{lang}"]["lines"] == n
+            assert m["outputs"][f"spm/{split}.{lang}"]["lines"] == n
+            assert m["outputs"][f"data-bin/{split}.{src}-{tgt}.{lang}.idx"]["sequences"] == n
+    for entry in m["inputs"]:
+        assert entry["sha256"] == sha256(Path(entry["path"])) and entry["url"].startswith("http://")
+    assert m["versions"]["sentencepiece"] and m["versions"]["fairseq"] and m["versions"]["python"]
+    assert set(m["directions"]) == {f"{src}-{tgt}", f"{tgt}-{src}"}
+    assert all(s["status"] == "ran" for s in m["stages"])
+
+
+def test_wmt14_test_and_valid_are_the_complete_sgm_sets(wmt):
+    out, src, tgt = wmt["out"], wmt["src"], wmt["tgt"]
+    x = tgt
+    test_src = sacrebleu_sgm_lines(member_bytes(MINI / "test-full.tgz", f"test-full/newstest2014-{x}en-src.en.sgm"))
+    test_ref = sacrebleu_sgm_lines(member_bytes(MINI / "test-full.tgz", f"test-full/newstest2014-{x}en-ref.{x}.sgm"))
+    assert len(test_src) == len(test_ref) == 3003
+    assert lines(out / "raw" / f"test.{src}") == test_src
+    assert lines(out / "raw" / f"test.{tgt}") == test_ref
+    valid_ref = sacrebleu_sgm_lines(member_bytes(MINI / "dev.tgz", f"dev/newstest2013-ref.{x}.sgm"))
+    assert len(lines(out / "raw" / f"valid.{src}")) == 3000
+    assert lines(out / "raw" / f"valid.{tgt}") == valid_ref
+    # and byte for byte the references sacreBLEU calls wmt14/full, where the shared copy exists
+    shared = DATA / "newstest" / f"newstest2014-{x}en.{x}"
+    if shared.exists():
+        assert (out / "raw" / f"test.{tgt}").read_bytes() == shared.read_bytes()
+
+
+def test_wmt14_binarized_data_loads_and_decodes_to_cleaned_text(wmt):
+    import sentencepiece as spm
+    from fairseq.data import Dictionary, data_utils
+
+    out, src, tgt = wmt["out"], wmt["src"], wmt["tgt"]
+    d = Dictionary.load(str(out / "data-bin" / f"dict.{src}.txt"))
+    assert (out / "data-bin" / f"dict.{src}.txt").read_text() == (out / "data-bin" / f"dict.{tgt}.txt").read_text()
+    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
+    assert len(d) == sp.get_piece_size() == 1000
+    for split in ("train", "valid", "test"):
+        for lang in (src, tgt):
+            ds = data_utils.load_indexed_dataset(str(out / "data-bin" / f"{split}.{src}-{tgt}.{lang}"), d)
+            text = lines(out / "raw" / f"{split}.{lang}")
+            assert len(ds) == len(text)
+            for i in range(len(ds)):
+                ids = ds[i].tolist()
+                assert ids[-1] == d.eos() and d.unk() not in ids
+                assert sp.decode_pieces([d[j] for j in ids[:-1]]) == text[i], (split, lang, i)
+            assert sp.decode_pieces(d.string(ds[1]).split()) == text[1]
+            # spot-check that SentencePiece ids and dictionary indices coincide
+            assert ds[0][:-1].tolist() == sp.encode(text[0])
+
+
+def test_wmt14_second_run_does_no_work(wmt, capsys):
+    out = wmt["out"]
+    kept = [out / "spm.model", out / "spm.vocab"] + [p for d in ("raw", "spm", "data-bin") for p in (out / d).iterdir()]
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    argv = ["--pair", wmt["pair"], "--mirror", str(MINI), "--out", str(out), "--workers", wmt["workers"], *SMALL]
+    assert wmt14.main(argv) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert [s["status"] for s in m["stages"]] == ["skipped"] * 8
+    assert "running" not in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in kept} == before  # nothing was rewritten
+    assert m["line_counts"] == wmt["manifest"]["line_counts"]
+
+
+def test_decode_fairseq_generate_output_including_byte_pieces(wmt, tmp_path, capsys):
+    import sentencepiece as spm
+
+    out, tgt = wmt["out"], wmt["tgt"]
+    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
+    text = lines(out / "raw" / f"test.{tgt}")[:50] + ["Snowman \u2603 and \U0001f600!"]
+    pieces = [" ".join(sp.encode(t, out_type=str)) for t in text]
+    assert any("<0x" in p for p in pieces)  # rare characters became byte pieces
+    gen = tmp_path / "gen.out"
+    gen.write_text("".join(f"S-{i}\tx\nH-{i}\t-0.5\t{p}\nD-{i}\t-0.5\tx\n" for i, p in reversed(list(enumerate(pieces)))))
+    assert decode.main(["--spm", str(out / "spm.model"), "--generate", str(gen)]) == 0
+    assert capsys.readouterr().out.split("\n")[:-1] == text
+
+
+# --- WMT14: bad archives ---------------------------------------------------------------------
+
+
+def mirror_with(tmp_path: Path, name: str, data: bytes) -> Path:
+    """A mirror like the mini one, with ``name`` replaced by ``data``."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for f in need(MINI).iterdir():
+        if f.name != name:
+            (mirror / f.name).symlink_to(f)
+    (mirror / name).write_bytes(data)
+    return mirror
+
+
+def run_wmt14(pair: str, mirror: Path, out: Path) -> None:
+    wmt14.prepare(wmt14.build_parser().parse_args(["--pair", pair, "--mirror", str(mirror), "--out", str(out), *SMALL]), [])
+
+
+@pytest.mark.parametrize(
+    "pair, name, damage",
+    [
+        ("en-de", "dev.tgz", lambda b: b[: len(b) // 2]),  # truncated .tgz
+        ("en-de", "training-parallel-nc-v9.tgz", lambda b: b[:5000] + bytes(x ^ 0x55 for x in b[5000:5400]) + b[5400:]),
+        ("en-fr", "training-giga-fren.tar", lambda b: b[: len(b) - 70000]),  # truncated plain tar
+        ("en-de", "test-full.tgz", lambda b: b"<html>Not Found</html>"),  # an error page saved as archive
+    ],
+)
+def test_damaged_archive_fails_clearly(tmp_path, pair, name, damage):
+    mirror = mirror_with(tmp_path, name, damage(need(MINI / name).read_bytes()))
+    with pytest.raises(DataPrepError, match=rf"{re.escape(name)}.*(truncated or corrupt|cannot be read)"):
+        run_wmt14(pair, mirror, tmp_path / "out")
+    assert not (tmp_path / "out" / "work" / "stamps" / "verify-archives.json").exists()
+
+
+def retar(archive: Path, rename=None, edit=None) -> bytes:
+    """A copy of a .tgz with members renamed or their content edited."""
+    buf = io.BytesIO()
+    with tarfile.open(archive) as src, tarfile.open(fileobj=buf, mode="w:gz") as dst:
+        for info in src:
+            data = src.extractfile(info).read() if info.isfile() else None
+            if rename:
+                info.name = rename(info.name)
+            if edit and data is not None:
+                data = edit(info.name, data)
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def test_unexpected_layout_fails_naming_the_member(tmp_path):
+    data = retar(need(MINI / "training-parallel-europarl-v7.tgz"), rename=lambda n: n.replace("training/", "europarl/"))
+    mirror = mirror_with(tmp_path, "training-parallel-europarl-v7.tgz", data)
+    with pytest.raises(DataPrepError, match=r"training-parallel-europarl-v7\.tgz: missing training/europarl-v7\.de-en\.en.*WMT14 layout"):
+        run_wmt14("en-de", mirror, tmp_path / "out")
+
+
+def test_invalid_utf8_inside_an_archive_names_member_and_line(tmp_path):
+    def edit(name, data):
+        if name == "commoncrawl.de-en.de":
+            rows = data.split(b"\n")
+            rows[6] = rows[6][:5] + b"\xc3\x28" + rows[6][5:]
+            data = b"\n".join(rows)
+        return data
+
+    data = retar(need(MINI / "training-parallel-commoncrawl.tgz"), edit=edit)
+    mirror = mirror_with(tmp_path, "training-parallel-commoncrawl.tgz", data)
+    with pytest.raises(DataPrepError, match=r"training-parallel-commoncrawl\.tgz:commoncrawl\.de-en\.de: line 7: invalid UTF-8"):
+        run_wmt14("en-de", mirror, tmp_path / "out")
+
+
+def test_missing_archive_names_file_and_url(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for f in need(MINI).iterdir():
+        if f.name != "training-parallel-un.tgz":
+            (mirror / f.name).symlink_to(f)
+    with pytest.raises(DataPrepError, match=r"training-parallel-un\.tgz \(download it from http://statmt\.org/wmt13/training-parallel-un\.tgz\)"):
+        run_wmt14("en-fr", mirror, tmp_path / "out")
+
+
+def test_cli_prints_error_and_exits_1_without_traceback(tmp_path):
+    mirror = mirror_with(tmp_path, "dev.tgz", (need(MINI) / "dev.tgz").read_bytes()[:20000])
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_prep.wmt14", "--pair", "en-de", "--mirror", str(mirror), "--out", str(tmp_path / "o"), *SMALL],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "dev.tgz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "data_prep.wmt14", "--pair", "de-en", "--out", str(tmp_path / "o")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and "use --pair en-de" in proc.stderr
+
+
+# --- data_prep.parallel ----------------------------------------------------------------------
+
+
+def test_multi30k_through_parallel_is_ready_for_fairseq_train(tmp_path_factory):
+    from fairseq.data import Dictionary
+    from fairseq.tasks.translation import load_langpair_dataset
+
+    m30k = need(DATA / "multi30k")
+    out = tmp_path_factory.mktemp("multi30k")
+    argv = ["--src", "en", "--tgt", "de", "--train", str(m30k / "train"), "--valid", str(m30k / "val"),
+            "--test", str(m30k / "test_2016_flickr"), "--out", str(out), "--workers", "2", *SMALL]
+    assert parallel.main(argv) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["line_counts"]["train"]["read"] == 29000
+    assert m["line_counts"]["valid"]["binarized"] == 1014 and m["line_counts"]["test"]["binarized"] == 1000
+    assert lines(out / "raw" / "test.de") == lines(m30k / "test_2016_flickr.de")  # already clean text
+    d = Dictionary.load(str(out / "data-bin" / "dict.en.txt"))
+    # what fairseq-train does to load data, in both directions
+    for s, t in (("en", "de"), ("de", "en")):
+        ds = load_langpair_dataset(str(out / "data-bin"), "train", s, d, t, d, combine=False, dataset_impl=None,
+                                   upsample_primary=1, left_pad_source=True, left_pad_target=False,
+                                   max_source_positions=1024, max_target_positions=1024)
+        assert len(ds) == m["line_counts"]["train"]["binarized"] > 20000
+    # a re-run is a no-op
+    assert parallel.main(argv) == 0
+    assert all(s["status"] == "skipped" for s in json.loads((out / "manifest.json").read_text())["stages"])
+
+
+def test_tatoeba_gz_with_heldout_split_has_no_leak(tmp_path):
+    tato = need(DATA / "tatoeba")
+    prefix = tmp_path / "deu-eng"
+    for lang in ("en", "de"):  # the first 4000 pairs, still gzipped: the many repeats make leaks likely
+        with gzip.open(tato / f"deu-eng.2018-05-13.{lang}.gz", "rb") as f:
+            head = b"".join(f.readline() for _ in range(4000))
+        with gzip.open(f"{prefix}.{lang}.gz", "wb") as f:
+            f.write(head)
+    out = tmp_path / "out"
+    argv = ["--src", "en", "--tgt", "de", "--train", str(prefix), "--valid-size", "200", "--test-size", "200",
+            "--out", str(out), "--workers", "1", "--vocab-size", "600", "--no-progress"]
+    assert parallel.main(argv) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["dropped"]["train"]["heldout"] == 400 and m["dropped"]["train"]["heldout_overlap"] > 0
+    assert len(lines(out / "raw" / "valid.en")) == len(lines(out / "raw" / "test.de")) == 200
+    train_en = set(lines(out / "raw" / "train.en"))
+    train_de = set(lines(out / "raw" / "train.de"))
+    for split in ("valid", "test"):
+        assert not train_en & set(lines(out / "raw" / f"{split}.en"))
+        assert not train_de & set(lines(out / "raw" / f"{split}.de"))
+
+
+def test_parallel_bad_input_fails_naming_file_and_line(tmp_path):
+    write(tmp_path / "t.en", b"a\nb\nc\n")
+    write(tmp_path / "t.de", b"A\nB\n")
+    write(tmp_path / "v.en", b"x\n")
+    write(tmp_path / "v.de", b"\xe4\n")  # latin-1, not UTF-8
+    base = ["--src", "en", "--tgt", "de", "--out", str(tmp_path / "o"), "--no-progress"]
+
+    def run(*extra):
+        with pytest.raises(DataPrepError) as err:
+            parallel.prepare(parallel.build_parser().parse_args(base + list(extra)), [])
+        return str(err.value)
+
+    assert re.search(r"v\.de: line 1: invalid UTF-8", run("--train", str(tmp_path / "t"), "--valid", str(tmp_path / "v")))
+    write(tmp_path / "v.de", b"X\n")
+    msg = run("--train", str(tmp_path / "t"), "--valid", str(tmp_path / "v"))
+    assert "t.de has 2 lines" in msg and "t.en has 3" in msg and "line 3" in msg
+    assert "no file" in run("--train", str(tmp_path / "nothing"), "--valid", str(tmp_path / "v"))
+    assert "validation set" in run("--train", str(tmp_path / "t"))
