@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> None:
         raise DataPrepError(f"{args.spm}: no such SentencePiece model")
     source: TextIO = open(args.generate or args.input, encoding="utf-8") if (args.generate or args.input) else sys.stdin
     with source:
-        lines = hypotheses(source) if args.generate else [l.rstrip("\n") for l in source]
+        lines = hypotheses(source) if args.generate else [line.rstrip("\n") for line in source]
     for text in decode_lines(args.spm, lines):
         sys.stdout.write(text + "\n")
 

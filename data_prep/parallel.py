@@ -75,8 +75,8 @@ def heldout_pairs(
 
 def heldout_texts(paths: Sequence[Path]) -> set:
     """Held-out sentences as training normalisation would write them, for the overlap check."""
-    lines = (l for p in paths for l in p.read_text(encoding="utf-8").split("\n") if l)
-    return {normalize_line(l)[0] for l in lines}
+    lines = (line for p in paths for line in p.read_text(encoding="utf-8").split("\n") if line)
+    return {normalize_line(line)[0] for line in lines}
 
 
 def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:

@@ -264,3 +264,42 @@ def data_languages(data: Path, source_lang: Optional[str], target_lang: Optional
     if not src or not tgt:
         raise ScriptError(f"cannot tell the languages of {data} (no manifest.json): give --source-lang and --target-lang")
     return src, tgt
+
+
+SCRIPTS = Path(__file__).resolve().parent
+
+
+def train_step(command: List[str], save: Path) -> Step:
+    """The training step of a recipe: restores a truncated checkpoint_last.pt before (re)starting fairseq."""
+
+    def repair() -> None:
+        message = repair_last_checkpoint(save)
+        if message:
+            print(f"note: {message}", flush=True)
+
+    return Step("train", command, log=save / "train.log", before=repair)
+
+
+def finishing_steps(
+    save: Path,
+    average_flag: str,
+    average_last: int,
+    evaluate_args: List[str],
+    label: str,
+) -> List[Step]:
+    """What every recipe does after training: average the last checkpoints, evaluate the average, plot.
+
+    ``average_flag`` is ``--num-epoch-checkpoints`` or ``--num-update-checkpoints``; ``evaluate_args`` are the
+    data/split/language/beam options for scripts/evaluate.py.
+    """
+    py = sys.executable
+    average = save / f"checkpoint_avg{average_last}.pt"
+    return [
+        Step("average", [
+            py, str(SCRIPTS / "average_checkpoints.py"), "--inputs", str(save),
+            average_flag, str(average_last), "--allow-fewer", "--output", str(average),
+        ]),
+        Step("evaluate", [py, str(SCRIPTS / "evaluate.py"), str(average), *evaluate_args]),
+        Step("plot", [py, str(SCRIPTS / "plot_training.py"), str(save / "train.log"), "--labels", label,
+                      "-o", str(save / "training.png")]),
+    ]

@@ -277,7 +277,6 @@ def bench_training(model, dictionary, cfg: Config, peak: Optional[float]) -> Dic
     if peak:
         result["mfu"] = result["achieved_flops"] / peak
     model.zero_grad(set_to_none=True)
-    del optimizer
     return result
 
 

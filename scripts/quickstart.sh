@@ -33,14 +33,20 @@ echo "== 1/3 prepare Multi30k en-de: clean, joint SentencePiece (8k), fairseq-pr
   --test "$m30k/test_2016_flickr" --vocab-size 8000 --out "$work/data" --no-progress
 
 echo "== 2/3 train resmlp_mini for $minutes minutes on the CPU (fairseq-train; resumes if interrupted)"
-"$venv/bin/fairseq-train" "$work/data/data-bin" --user-dir "$repo/fairseq_resmlp" \
+{ "$venv/bin/fairseq-train" "$work/data/data-bin" --user-dir "$repo/fairseq_resmlp" \
   --arch resmlp_mini --share-all-embeddings --dropout 0.1 \
   --optimizer adam --adam-betas "(0.9, 0.98)" --lr 0.002 --lr-scheduler inverse_sqrt --warmup-updates 100 \
   --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 4096 \
   --stop-time-hours "$(awk "BEGIN {print $minutes / 60}")" --max-epoch 50 \
   --save-dir "$work/checkpoints" --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 \
   --validate-interval-updates 200 --required-batch-size-multiple 1 --num-workers 0 \
-  --log-format simple --log-interval 50 --seed 1 2>&1 | grep -E "train_inner|valid on|done training|Loaded checkpoint" || true
+  --log-format simple --log-interval 50 --seed 1; echo $? > "$work/train.rc"; } 2>&1 \
+  | tee "$work/train.log" | grep --line-buffered -E "train_inner|valid on|done training|Loaded checkpoint" || true
+if [ "$(cat "$work/train.rc")" != 0 ]; then
+  echo "error: fairseq-train failed; the end of its log ($work/train.log):" >&2
+  tail -5 "$work/train.log" >&2
+  exit 1
+fi
 [ -f "$work/checkpoints/checkpoint_last.pt" ] || { echo "error: training wrote no checkpoint in $work/checkpoints" >&2; exit 1; }
 
 echo "== 3/3 translate test_2016_flickr (beam 4) and score"

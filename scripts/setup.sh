@@ -44,7 +44,7 @@ fi
 log "dependencies"
 "${pip[@]}" -q numpy cython cffi regex tqdm bitarray scikit-learn packaging PyYAML \
   "hydra-core==1.3.2" "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" \
-  "sacrebleu>=2" sentencepiece pytest matplotlib
+  "sacrebleu>=2" sentencepiece pytest matplotlib ruff
 
 if [ "$py_minor" -ge 11 ]; then
   # Builds from source on Python 3.11 (about 5 minutes on 2 cores); pip caches the wheel for later runs.

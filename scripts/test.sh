@@ -7,4 +7,5 @@ bash "$repo/scripts/setup.sh"
 venv="${RESMLP_VENV:-$repo/.venv}"
 export RESMLP_DATA="${RESMLP_DATA:-$repo/../shared/data}"
 cd "$repo"
+"$venv/bin/ruff" check .
 exec "$venv/bin/python" -m pytest -q -ra "$@" tests

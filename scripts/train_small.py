@@ -37,16 +37,15 @@ if __package__ in (None, ""):
 from scripts._common import USER_DIR, ScriptError, fairseq_command, run_main
 from scripts._recipe import (
     Recipe,
-    Step,
     cuda_device_count,
     data_languages,
+    finishing_steps,
     logging_args,
-    repair_last_checkpoint,
+    train_step,
     valid_bleu_args,
 )
 
 ARCHS = ("resmlp_small", "transformer_iwslt_de_en", "resmlp_tiny", "resmlp_6", "transformer")
-SCRIPTS = Path(__file__).resolve().parent
 
 
 def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -> List[str]:
@@ -91,33 +90,17 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     if args.save_dir is None:
         args.save_dir = Path("runs") / f"small_{args.data.name}_{src}-{tgt}_{args.arch}"
     save = args.save_dir
-    average = save / f"checkpoint_avg{args.average_last}.pt"
-    py = sys.executable
     steps = [
-        Step("train", train_command(args, src, tgt, use_gpu), log=save / "train.log",
-             before=lambda: _repair(save)),
-        Step("average", [
-            py, str(SCRIPTS / "average_checkpoints.py"), "--inputs", str(save),
-            "--num-epoch-checkpoints", str(args.average_last), "--allow-fewer", "--output", str(average),
-        ]),
-        Step("evaluate", [
-            py, str(SCRIPTS / "evaluate.py"), str(average), "--data", str(args.data), "--split", args.split,
-            "--source-lang", src, "--target-lang", tgt, "--beam", str(args.beam), "--lenpen", str(args.lenpen),
-            "--output", str(save / "eval" / f"{args.split}_avg.json"),
-            *([] if use_gpu else ["--cpu"]),
-        ]),
-        Step("plot", [py, str(SCRIPTS / "plot_training.py"), str(save / "train.log"), "--labels", args.arch,
-                      "-o", str(save / "training.png")]),
+        train_step(train_command(args, src, tgt, use_gpu), save),
+        *finishing_steps(save, "--num-epoch-checkpoints", args.average_last, [
+            "--data", str(args.data), "--split", args.split, "--source-lang", src, "--target-lang", tgt,
+            "--beam", str(args.beam), "--lenpen", str(args.lenpen),
+            "--output", str(save / "eval" / f"{args.split}_avg.json"), *([] if use_gpu else ["--cpu"]),
+        ], label=args.arch),
     ]
     device = "1 GPU, fp16" if use_gpu else "CPU"
     title = f"{args.arch} on {args.data} {src}->{tgt}, {args.time_budget_minutes:g} min of training on {device}"
     return Recipe(save, steps, title)
-
-
-def _repair(save_dir: Path) -> None:
-    message = repair_last_checkpoint(save_dir)
-    if message:
-        print(f"note: {message}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,15 +42,14 @@ if __package__ in (None, ""):
 from scripts._common import USER_DIR, ScriptError, fairseq_command, run_main
 from scripts._recipe import (
     Recipe,
-    Step,
     cuda_device_count,
     data_languages,
+    finishing_steps,
     logging_args,
-    repair_last_checkpoint,
+    train_step,
     valid_bleu_args,
 )
 
-SCRIPTS = Path(__file__).resolve().parent
 PAIRS = ("en-de", "de-en", "en-fr", "fr-en")
 OTT_BATCH_TOKENS = 3584 * 128  # fairseq's scaling_nmt recipe: --max-tokens 3584 on 128 GPUs (or 8 x --update-freq 16)
 
@@ -105,35 +104,19 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     if args.save_dir is None:
         args.save_dir = Path("runs") / f"wmt14_{args.pair}_{args.arch}"
     save = args.save_dir
-    average = save / f"checkpoint_avg{args.average_last}.pt"
-    py = sys.executable
     steps = [
-        Step("train", train_command(args, data_src, data_tgt, gpus), log=save / "train.log",
-             before=lambda: _repair(save)),
-        Step("average", [
-            py, str(SCRIPTS / "average_checkpoints.py"), "--inputs", str(save),
-            "--num-update-checkpoints", str(args.average_last), "--allow-fewer", "--output", str(average),
-        ]),
-        Step("evaluate", [
-            py, str(SCRIPTS / "evaluate.py"), str(average), "--data", str(args.data), "--split", "test",
-            "--source-lang", data_src, "--target-lang", data_tgt, "--beam", str(args.beam), "--lenpen", str(args.lenpen),
-            "--output", str(save / "eval" / "test_avg.json"),
+        train_step(train_command(args, data_src, data_tgt, gpus), save),
+        *finishing_steps(save, "--num-update-checkpoints", args.average_last, [
+            "--data", str(args.data), "--split", "test", "--source-lang", data_src, "--target-lang", data_tgt,
+            "--beam", str(args.beam), "--lenpen", str(args.lenpen), "--output", str(save / "eval" / "test_avg.json"),
             *(["--fp16"] if gpus > 0 else ["--cpu"]),
-        ]),
-        Step("plot", [py, str(SCRIPTS / "plot_training.py"), str(save / "train.log"), "--labels", f"{args.arch} {args.pair}",
-                      "-o", str(save / "training.png")]),
+        ], label=f"{args.arch} {args.pair}"),
     ]
     per_update = args.max_tokens * max(gpus, 1) * update_freq(args.batch_tokens, args.max_tokens, gpus)
     device = f"{gpus} GPU(s), fp16" if gpus else "CPU"
     title = (f"{args.arch} WMT14 {src}->{tgt} on {device}: up to {per_update:,} tokens per update "
              f"(target {args.batch_tokens:,}), {args.max_update:,} updates")
     return Recipe(save, steps, title)
-
-
-def _repair(save_dir: Path) -> None:
-    message = repair_last_checkpoint(save_dir)
-    if message:
-        print(f"note: {message}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
