@@ -67,6 +67,7 @@ class Config:
     repeats: int
     warmup: int
     training_only: bool = False
+    decoding_only: bool = False
     lengths: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
 
@@ -374,7 +375,7 @@ def run(cfg: Config) -> Dict[str, object]:
             entry: Dict[str, object] = {
                 "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
             }
-            entry["training"] = bench_training(model, dictionary, cfg, peak)
+            entry["training"] = {} if cfg.decoding_only else bench_training(model, dictionary, cfg, peak)
             entry["decoding"] = {
                 f"beam{b}_batch{n}": bench_decoding(model, dictionary, cfg, b, n)
                 for b in cfg.beams
@@ -406,11 +407,12 @@ def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> s
             lines.append(f"{name:<34}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
 
         row("parameters (M)", a["parameters"] / 1e6, b["parameters"] / 1e6, "{:.1f}", higher=False)
-        row("train target tok/s", a["training"]["tokens_per_s"], b["training"]["tokens_per_s"])
-        row("train peak memory (GiB)", a["training"].get("peak_memory_gib"), b["training"].get("peak_memory_gib"),
-            "{:.2f}", higher=False)
-        row("train GFLOP per target token", a["training"]["flops_per_target_token"] / 1e9,
-            b["training"]["flops_per_target_token"] / 1e9, "{:.2f}", higher=False)
+        if a["training"]:
+            row("train target tok/s", a["training"]["tokens_per_s"], b["training"]["tokens_per_s"])
+            row("train peak memory (GiB)", a["training"].get("peak_memory_gib"),
+                b["training"].get("peak_memory_gib"), "{:.2f}", higher=False)
+            row("train GFLOP per target token", a["training"]["flops_per_target_token"] / 1e9,
+                b["training"]["flops_per_target_token"] / 1e9, "{:.2f}", higher=False)
         if "mfu" in a["training"]:
             row("train MFU (%)", 100 * a["training"]["mfu"], 100 * b["training"]["mfu"], "{:.1f}")
         for key in a["decoding"]:
@@ -437,7 +439,7 @@ def plot(report: Dict[str, object], pairs: Sequence[Sequence[str]], path: Path) 
     models = report["models"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     names = [arch for pair in pairs for arch in pair]
-    axes[0].bar(range(len(names)), [models[n]["training"]["tokens_per_s"] for n in names],
+    axes[0].bar(range(len(names)), [models[n]["training"].get("tokens_per_s", 0) for n in names],
                 color=["tab:blue" if n.startswith("resmlp") else "tab:orange" for n in names])
     axes[0].set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     axes[0].set_ylabel("training target tokens/s")
@@ -488,6 +490,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Config:
     p.add_argument("--repeats", type=int, default=None, help="repetitions (median reported)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--training-only", action="store_true", help="measure training only (no decoding)")
+    p.add_argument("--decoding-only", action="store_true", help="measure decoding only (no training)")
     p.add_argument("--out", default="runs/benchmark", help="folder for results.json and benchmark.png")
     a = p.parse_args(argv)
     tiny = a.preset == "tiny"
@@ -524,6 +527,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Config:
         repeats=a.repeats or (1 if tiny else 3),
         warmup=1 if tiny else 3,
         training_only=a.training_only,
+        decoding_only=a.decoding_only,
     )
     cfg.lengths = load_lengths(a.lengths_from, tiny)
     cfg.out = Path(a.out)  # type: ignore[attr-defined]

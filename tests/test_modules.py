@@ -117,3 +117,36 @@ def test_cross_attention_matches_fairseq_multihead_attention():
     ours.reorder_incremental_state(state, order)
     out, _ = ours(query[1:2, order], enc[:, order] * 0, pad[order], incremental_state=state)  # cache, not enc
     assert torch.allclose(out, expected[1:2, order], atol=1e-5)
+
+
+def test_cross_attention_per_sentence_cache_in_beam_search():
+    """With a beam size set, keys/values are cached once per sentence and follow beams and finished sentences."""
+    from fairseq_resmlp.modules.cross_attention import CrossAttention
+
+    torch.manual_seed(1)
+    attn = CrossAttention(16, 16, 4, 0.0).eval()
+    beam, sentences = 3, 4
+    enc = torch.randn(6, sentences, 16).repeat_interleave(beam, dim=1)  # S x (sentences*beam) x C
+    pad = torch.zeros(sentences * beam, 6, dtype=torch.bool)
+    pad[3:6, :2] = True
+    query = torch.randn(3, sentences * beam, 16)
+    full, full_w = attn(query, enc, pad, need_weights=True)
+    attn.set_beam_size(beam)
+    state = {}
+    out0, w0 = attn(query[:1], enc, pad, incremental_state=state, need_weights=True)
+    cached = next(v for v in state.values() if "k" in v)
+    assert cached["k"].size(0) == sentences  # one entry per sentence
+    assert torch.allclose(out0, full[:1], atol=1e-5) and torch.allclose(w0, full_w[:, :1], atol=1e-6)
+    # Within-beam reorder, then sentence 1 finishes (rows 3..5 leave the batch).
+    within = torch.tensor([2, 2, 0, 3, 4, 5, 8, 6, 7, 9, 9, 11])
+    attn.reorder_incremental_state(state, within)
+    out1, _ = attn(query[1:2, within], enc[:, within], pad[within], incremental_state=state)
+    assert torch.allclose(out1, full[1:2, within], atol=1e-5)
+    keep = torch.tensor([0, 1, 2, 6, 7, 8, 9, 10, 11])
+    attn.reorder_incremental_state(state, keep)
+    out2, _ = attn(query[2:3, keep], enc[:, keep], pad[keep], incremental_state=state)
+    assert torch.allclose(out2, full[2:3, keep], atol=1e-5)
+    # A batch that is not beam-structured falls back to one entry per row.
+    other = {}
+    attn(query[:1], torch.randn(6, sentences * beam, 16), pad, incremental_state=other)
+    assert next(v for v in other.values() if "k" in v)["k"].size(0) == sentences * beam

@@ -106,6 +106,10 @@ class ResMLPModel(FairseqEncoderDecoderModel):
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())
 
+    def set_beam_size(self, beam_size: int) -> None:
+        """Let the encoder-decoder attention keep one key/value cache per sentence in beam search."""
+        self.decoder.set_beam_size(beam_size)
+
 
 def _dictionary_files(task: Any) -> Dict[str, str]:
     data = safe_getattr(getattr(task, "cfg", None), "data", None)

@@ -5,6 +5,11 @@ PyTorch's fused scaled-dot-product attention (flash / memory-efficient kernels o
 full decoding, where fairseq's module falls back to explicit matrix products and softmax for encoder-decoder
 attention, and its decoding step is a handful of kernels. Parameter names (q_proj, k_proj, v_proj, out_proj)
 and initialisation are fairseq's, so checkpoints are interchangeable.
+
+In beam search every hypothesis of a sentence attends to the same encoder output, so when the generator has
+told the module its beam size (``set_beam_size``) and the batch is beam-structured, keys and values are kept
+once per sentence, not once per hypothesis: 1/beam of the cache, and no copying when beams reorder (only
+when finished sentences leave the batch).
 """
 
 import math
@@ -27,6 +32,7 @@ class CrossAttention(nn.Module):
         self.heads = heads
         self.head_dim = dim // heads
         self.dropout = dropout
+        self.beam_size = 1
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(kdim, dim)
         self.v_proj = nn.Linear(kdim, dim)
@@ -41,19 +47,34 @@ class CrossAttention(nn.Module):
         length, bsz, _ = x.shape
         return x.view(length, bsz, self.heads, self.head_dim).permute(1, 2, 0, 3)
 
+    def set_beam_size(self, beam_size: int) -> None:
+        """Called by fairseq's SequenceGenerator (through the model) before beam search."""
+        self.beam_size = beam_size
+
     def _keys_values(
         self, encoder_out: Tensor, incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]]
     ) -> Tuple[Tensor, Tensor]:
+        """Keys and values (N x H x S x head_dim); N = batch, or sentences when cached per sentence."""
         if incremental_state is not None:
             cached = self.get_incremental_state(incremental_state, "kv")
             if cached is not None and cached.get("k") is not None:
                 k, v = cached["k"], cached["v"]
                 assert k is not None and v is not None
                 return k, v
+        group = 1
+        beam, bsz = self.beam_size, encoder_out.size(1)
+        if incremental_state is not None and beam > 1 and bsz % beam == 0:
+            # Beam-structured (each sentence repeated beam times, contiguously)? Checked once per generation.
+            if torch.equal(encoder_out[:, 0::beam], encoder_out[:, beam - 1 :: beam]):
+                group = beam
+                encoder_out = encoder_out[:, 0::beam]
         k = self._split_heads(self.k_proj(encoder_out))
         v = self._split_heads(self.v_proj(encoder_out))
         if incremental_state is not None:
-            self.set_incremental_state(incremental_state, "kv", {"k": k, "v": v})
+            # group lives on the CPU: reading it never waits for the GPU.
+            self.set_incremental_state(
+                incremental_state, "kv", {"k": k, "v": v, "group": torch.tensor(group, dtype=torch.long)}
+            )
         return k, v
 
     def forward(
@@ -83,8 +104,15 @@ class CrossAttention(nn.Module):
         tgt_len, bsz, dim = q.shape
         q = self._split_heads(q)
         k, v = self._keys_values(encoder_out, incremental_state)
+        group = bsz // k.size(0)
+        if group > 1:
+            # Keys/values per sentence: the group hypotheses of a sentence become group x T queries of it.
+            q = q.view(k.size(0), group, self.heads, tgt_len, self.head_dim).transpose(1, 2)
+            q = q.reshape(k.size(0), self.heads, group * tgt_len, self.head_dim)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask[0::group]
         # Boolean mask, True where a key may be attended (PyTorch's convention).
-        mask = None if key_padding_mask is None else (~key_padding_mask.bool()).view(bsz, 1, 1, -1)
+        mask = None if key_padding_mask is None else (~key_padding_mask.bool()).view(k.size(0), 1, 1, -1)
         dropout = self.dropout if self.training else 0.0
         weights: Optional[Tensor] = None
         if need_weights:
@@ -93,9 +121,12 @@ class CrossAttention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = torch.softmax(scores.float(), dim=-1).type_as(q)
             out = torch.matmul(F.dropout(probs, dropout, self.training), v)
-            weights = probs.mean(dim=1)
+            weights = probs.mean(dim=1).reshape(bsz, tgt_len, -1)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if group > 1:
+            out = out.view(k.size(0), self.heads, group, tgt_len, self.head_dim).transpose(1, 2)
+            out = out.reshape(bsz, self.heads, tgt_len, self.head_dim)
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, dim)
         return self.out_proj(out), weights
 
@@ -105,9 +136,17 @@ class CrossAttention(nn.Module):
     ) -> None:
         """Follow beam search (batch axis 0 of the cached keys and values)."""
         cached = self.get_incremental_state(incremental_state, "kv")
-        if cached is not None and cached.get("k") is not None:
-            k, v = cached["k"], cached["v"]
-            assert k is not None and v is not None
-            self.set_incremental_state(
-                incremental_state, "kv", {"k": k.index_select(0, new_order), "v": v.index_select(0, new_order)}
-            )
+        if cached is None or cached.get("k") is None:
+            return
+        k, v, group_t = cached["k"], cached["v"], cached["group"]
+        assert k is not None and v is not None and group_t is not None
+        group = int(group_t)
+        if group > 1:
+            if k.size(0) * group == new_order.size(0):
+                return  # hypotheses reordered within their sentences: the per-sentence cache is unchanged
+            new_order = new_order.view(-1, group)[:, 0] // group  # finished sentences left: keep the others
+        self.set_incremental_state(
+            incremental_state,
+            "kv",
+            {"k": k.index_select(0, new_order), "v": v.index_select(0, new_order), "group": group_t},
+        )
