@@ -426,6 +426,9 @@ def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> s
             lines.append(f"ResMLP step latency t={ts[-1]} / t={ts[0]}: {lat[ts[-1]] / lat[ts[0]]:.2f}x "
                          f"(Transformer: {b['step_latency_s'][ts[-1]] / b['step_latency_s'][ts[0]]:.2f}x)")
     lines.append("ratio > 1 means ResMLP is better (faster, smaller, less memory)")
+    if str(report["device"]).startswith("NVIDIA") or "cuda" in str(report["config"].get("device", "")):
+        lines.append("note: on GPU this harness's training tokens/s are far below fairseq-train's for both models "
+                     "(under investigation); use scripts/benchmark_fairseq_train.py for training speed")
     return "\n".join(lines)
 
 
