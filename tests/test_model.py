@@ -63,7 +63,7 @@ def test_decoder_is_causal_in_outputs_and_gradients():
     enc = encode(model, src)
     h = x.transpose(0, 1)
     for layer in model.decoder.layers:
-        h, _ = layer(h, None, enc["encoder_out"][0], enc["encoder_padding_mask"][0])
+        h, _ = layer(h, enc["encoder_out"][0], enc["encoder_padding_mask"][0])
     h[: t + 1].sum().backward()
     assert torch.count_nonzero(emb.grad[:, t + 1 :]) == 0
     assert torch.count_nonzero(emb.grad[:, : t + 1]) > 0
@@ -112,9 +112,9 @@ def test_incremental_decoding_equals_full_decoding():
         assert step.shape == (3, 1, full.size(-1))
         assert (step[:, 0] - full[:, t]).abs().max() <= TOL, t
     # The cache holds exactly one input per step and layer: nothing of the prefix is recomputed.
-    caches = [v for v in state.values() if "prev_inputs" in v]
+    caches = [v for v in state.values() if "inputs" in v]
     assert len(caches) == len(model.decoder.layers)
-    assert all(c["prev_inputs"].shape[0] == prev.size(1) for c in caches)
+    assert all(int(c["steps"]) == prev.size(1) and c["inputs"].shape[0] == 3 for c in caches)
 
 
 def test_reordered_incremental_state_matches_reordered_full_decoding():
@@ -177,16 +177,16 @@ def test_generation_is_the_same_alone_and_in_a_batch():
 def test_initial_values_and_options():
     model = build_model()
     layer = model.encoder.layers[0]
-    assert torch.equal(layer.mix.norm.alpha, torch.ones(32))
-    assert torch.equal(layer.mix.norm.beta, torch.zeros(32))
-    assert torch.allclose(layer.mix.layerscale.scale, torch.full((32,), 0.2))
-    assert torch.allclose(model.decoder.layers[1].mlp.layerscale.scale, torch.full((32,), 0.2))
+    assert torch.equal(layer.norm1.alpha, torch.ones(32))
+    assert torch.equal(layer.norm1.beta, torch.zeros(32))
+    assert torch.allclose(layer.ls1.scale, torch.full((32,), 0.2))
+    assert torch.allclose(model.decoder.layers[1].ls3.scale, torch.full((32,), 0.2))
     dec_mix = model.decoder.layers[0].linear_tokens.weight
     assert torch.count_nonzero(dec_mix.triu(1)) == 0 and torch.count_nonzero(dec_mix.tril()) > 0
 
     other = build_model(layerscale_init=0.05, norm_type="layernorm", token_mixing_init="identity")
-    assert torch.allclose(other.encoder.layers[0].mix.layerscale.scale, torch.full((32,), 0.05))
-    assert isinstance(other.encoder.layers[0].mix.norm, torch.nn.LayerNorm)
+    assert torch.allclose(other.encoder.layers[0].ls1.scale, torch.full((32,), 0.05))
+    assert isinstance(other.encoder.layers[0].norm1, torch.nn.LayerNorm)
     assert torch.equal(other.encoder.layers[0].linear_tokens.weight, torch.eye(128))
 
 

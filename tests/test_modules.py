@@ -1,5 +1,6 @@
 """Unit tests of the building blocks: Affine, LayerScale, token mixing, left-alignment."""
 
+import pytest
 import torch
 
 from fairseq_resmlp.modules import Affine, LayerScale, TokenMixing, align_tokens_left, leading_pads, restore_time_first
@@ -19,7 +20,8 @@ def test_affine_starts_as_identity_and_is_per_channel():
 def test_layerscale_init_value():
     ls = LayerScale(5, 0.2)
     assert torch.allclose(ls.scale, torch.full((5,), 0.2))
-    assert torch.allclose(ls(torch.ones(2, 5)), torch.full((2, 5), 0.2))
+    # LayerScale is the residual add of its branch: residual + scale * branch, in one kernel.
+    assert torch.allclose(ls(torch.ones(2, 5), torch.ones(2, 5)), torch.full((2, 5), 1.2))
 
 
 def test_token_mixing_is_one_matrix_shared_by_channels():
@@ -67,27 +69,34 @@ def test_left_alignment_round_trip():
     assert aligned.tolist() == [[5, 6, 2, 1, 1], [7, 8, 9, 4, 2], [3, 2, 1, 1, 1]]
     features = aligned.t().unsqueeze(-1).float()  # T x B x 1
     assert restore_time_first(features, shift).squeeze(-1).t().long().tolist() == tokens.tolist()
-    assert leading_pads(torch.tensor([[5, 2, 1]]), pad) is None
+    assert leading_pads(torch.tensor([[5, 2, 1]]), pad).tolist() == [0]
 
 
 def test_folded_affine_linear_equals_unfolded():
-    from fairseq_resmlp.modules.channel_mlp import ChannelMLP
-    from fairseq_resmlp.modules.resmlp_layer import ResidualBranch
+    from fairseq_resmlp.modules import ChannelMLP, norm_then_linear
 
     torch.manual_seed(0)
-    branch = ResidualBranch(8, "affine", 0.2, 0.0)
+    norm = Affine(8)
     with torch.no_grad():
-        branch.norm.alpha.normal_()
-        branch.norm.beta.normal_()
+        norm.alpha.normal_()
+        norm.beta.normal_()
     mlp = ChannelMLP(8, 4, 0.0)  # fewer weights (32) than activations: the folded path is taken
     x = torch.randn(5, 3, 8, requires_grad=True)
-    folded = mlp.from_hidden(branch.norm_then_linear(x, mlp.fc1))
-    plain = mlp(branch.norm(x))
+    assert x.numel() > mlp.fc1.weight.numel()
+    folded = mlp(x, norm=norm)
+    plain = mlp(norm(x))
     assert torch.allclose(folded, plain, atol=1e-5)
-    grads = torch.autograd.grad(folded.sum(), [x, branch.norm.alpha, branch.norm.beta, mlp.fc1.weight])
-    plain_grads = torch.autograd.grad(plain.sum(), [x, branch.norm.alpha, branch.norm.beta, mlp.fc1.weight])
+    grads = torch.autograd.grad(folded.sum(), [x, norm.alpha, norm.beta, mlp.fc1.weight])
+    plain_grads = torch.autograd.grad(plain.sum(), [x, norm.alpha, norm.beta, mlp.fc1.weight])
     for g, h in zip(grads, plain_grads):
         assert torch.allclose(g, h, atol=1e-5)
+    # Only a plain floating-point nn.Linear is folded: a subclass (e.g. quantized or LoRA) is applied as it is.
+    class Doubled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    doubled = Doubled(8, 4)
+    assert torch.allclose(norm_then_linear(norm, doubled, x), doubled(norm(x)))
 
 
 def test_cross_attention_matches_fairseq_multihead_attention():
@@ -120,7 +129,7 @@ def test_cross_attention_matches_fairseq_multihead_attention():
 
 
 def test_cross_attention_per_sentence_cache_in_beam_search():
-    """With a beam size set, keys/values are cached once per sentence and follow beams and finished sentences."""
+    """With group > 1, keys/values are cached once per sentence and follow beams and finished sentences."""
     from fairseq_resmlp.modules.cross_attention import CrossAttention
 
     torch.manual_seed(1)
@@ -131,9 +140,8 @@ def test_cross_attention_per_sentence_cache_in_beam_search():
     pad[3:6, :2] = True
     query = torch.randn(3, sentences * beam, 16)
     full, full_w = attn(query, enc, pad, need_weights=True)
-    attn.set_beam_size(beam)
     state = {}
-    out0, w0 = attn(query[:1], enc, pad, incremental_state=state, need_weights=True)
+    out0, w0 = attn(query[:1], enc, pad, incremental_state=state, need_weights=True, group=beam)
     cached = next(v for v in state.values() if "k" in v)
     assert cached["k"].size(0) == sentences  # one entry per sentence
     assert torch.allclose(out0, full[:1], atol=1e-5) and torch.allclose(w0, full_w[:, :1], atol=1e-6)
@@ -146,7 +154,12 @@ def test_cross_attention_per_sentence_cache_in_beam_search():
     attn.reorder_incremental_state(state, keep)
     out2, _ = attn(query[2:3, keep], enc[:, keep], pad[keep], incremental_state=state)
     assert torch.allclose(out2, full[2:3, keep], atol=1e-5)
-    # A batch that is not beam-structured falls back to one entry per row.
+    # A reorder that moves a hypothesis to another sentence cannot be followed by a per-sentence cache: refused.
+    with pytest.raises(RuntimeError):
+        attn.reorder_incremental_state(state, torch.tensor([0, 1, 3, 3, 4, 5, 6, 7, 8]))
+    with pytest.raises(RuntimeError, match="whole groups"):
+        attn.reorder_incremental_state(state, torch.tensor([0, 1, 2, 3]))
+    # group 1 (the default): one entry per row.
     other = {}
     attn(query[:1], torch.randn(6, sentences * beam, 16), pad, incremental_state=other)
     assert next(v for v in other.values() if "k" in v)["k"].size(0) == sentences * beam

@@ -6,31 +6,37 @@ positions (lower-triangular in the decoder), channel MLPs, Affine pre-normalisat
 encoder-decoder attention is kept.
 """
 
-import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
+import torch
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
 from fairseq.utils import safe_getattr, safe_hasattr
 from torch import Tensor, nn
 
+from ..modules import Embedding
 from .resmlp_config import ResMLPConfig
 from .resmlp_decoder import ResMLPDecoder
 from .resmlp_encoder import ResMLPEncoder
 
-logger = logging.getLogger(__name__)
+# Version 2 renamed the residual-branch wrappers to the paper's / timm's per-sublayer names. Checkpoints written
+# with version 1 (fairseq-resmlp 0.1.0) are upgraded on load by these prefix renames, per layer.
+STATE_DICT_VERSION = 2
+_V1_RENAMES = {
+    "encoder": {"mix.norm.": "norm1.", "mix.layerscale.": "ls1.", "mlp.norm.": "norm2.", "mlp.layerscale.": "ls2."},
+    "decoder": {
+        "mix.norm.": "norm1.",
+        "mix.layerscale.": "ls1.",
+        "cross.norm.": "norm2.",
+        "cross.layerscale.": "ls2.",
+        "mlp.norm.": "norm3.",
+        "mlp.layerscale.": "ls3.",
+    },
+}
 
 
 class ResMLPCheckpointError(ValueError):
     """A checkpoint that does not fit the data it is being used with."""
-
-
-def Embedding(num_embeddings: int, embedding_dim: int, padding_idx: int) -> nn.Embedding:
-    """Token embedding initialised as fairseq's Transformer does (so --no-scale-embedding means the same)."""
-    m = nn.Embedding(num_embeddings, embedding_dim, padding_idx=padding_idx)
-    nn.init.normal_(m.weight, mean=0, std=embedding_dim**-0.5)
-    nn.init.constant_(m.weight[padding_idx], 0)
-    return m
 
 
 @register_model("resmlp", dataclass=ResMLPConfig)
@@ -42,10 +48,7 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         self.cfg = cfg
         # Where the dictionaries came from, to name them when a checkpoint does not fit (see load_state_dict).
         self._dictionary_files: Dict[str, str] = {}
-
-    @classmethod
-    def hub_models(cls) -> Dict[str, str]:
-        return {}
+        self.register_buffer("version", torch.tensor([STATE_DICT_VERSION], dtype=torch.float))
 
     @classmethod
     def build_model(cls, cfg, task) -> "ResMLPModel":
@@ -62,22 +65,53 @@ class ResMLPModel(FairseqEncoderDecoderModel):
                     "--share-all-embeddings needs --encoder-embed-dim "
                     f"({cfg.encoder_embed_dim}) equal to --decoder-embed-dim ({cfg.decoder_embed_dim})"
                 )
-            encoder_embed = Embedding(len(src_dict), cfg.encoder_embed_dim, src_dict.pad())
+            encoder_embed = cls.build_embedding(cfg, src_dict, cfg.encoder_embed_dim)
             decoder_embed = encoder_embed
             cfg.share_decoder_input_output_embed = True
         else:
-            encoder_embed = Embedding(len(src_dict), cfg.encoder_embed_dim, src_dict.pad())
-            decoder_embed = Embedding(len(tgt_dict), cfg.decoder_embed_dim, tgt_dict.pad())
-        model = cls(
-            cfg,
-            ResMLPEncoder(cfg, src_dict, encoder_embed),
-            ResMLPDecoder(cfg, tgt_dict, decoder_embed),
-        )
+            encoder_embed = cls.build_embedding(cfg, src_dict, cfg.encoder_embed_dim)
+            decoder_embed = cls.build_embedding(cfg, tgt_dict, cfg.decoder_embed_dim)
+        task_cfg = getattr(task, "cfg", None)
+        encoder = cls.build_encoder(cfg, src_dict, encoder_embed)
+        decoder = cls.build_decoder(cfg, tgt_dict, decoder_embed, left_pad=safe_getattr(task_cfg, "left_pad_target", True))
+        model = cls(cfg, encoder, decoder)
         model._dictionary_files = _dictionary_files(task)
         return model
 
+    @classmethod
+    def build_embedding(cls, cfg, dictionary, embed_dim: int, path: Optional[str] = None) -> nn.Embedding:
+        """Token embedding for ``dictionary`` (fairseq's hook; pretrained ``path`` embeddings are not supported)."""
+        if path is not None:
+            raise NotImplementedError("pretrained embedding files are not supported by the ResMLP model")
+        return Embedding(len(dictionary), embed_dim, dictionary.pad())
+
+    @classmethod
+    def build_encoder(cls, cfg, src_dict, embed_tokens: nn.Embedding) -> ResMLPEncoder:
+        return ResMLPEncoder(cfg, src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, cfg, tgt_dict, embed_tokens: nn.Embedding, left_pad: bool = True) -> ResMLPDecoder:
+        return ResMLPDecoder(cfg, tgt_dict, embed_tokens, left_pad=left_pad)
+
+    def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str) -> None:
+        """Rename version-1 parameters (``layers.N.mix.norm.alpha`` -> ``layers.N.norm1.alpha``, ...)."""
+        prefix = f"{name}." if name else ""
+        version = state_dict.get(f"{prefix}version")
+        if version is None or float(version.reshape(-1)[0]) < 2:
+            for stack, renames in _V1_RENAMES.items():
+                layers = f"{prefix}{stack}.layers."
+                for key in [k for k in state_dict if k.startswith(layers)]:
+                    index, _, rest = key[len(layers) :].partition(".")
+                    for old, new in renames.items():
+                        if rest.startswith(old):
+                            state_dict[f"{layers}{index}.{new}{rest[len(old):]}"] = state_dict.pop(key)
+                            break
+        state_dict[f"{prefix}version"] = torch.tensor([STATE_DICT_VERSION], dtype=torch.float)
+        super().upgrade_state_dict_named(state_dict, name)
+
     def load_state_dict(self, state_dict: Dict[str, Tensor], strict: bool = True, model_cfg=None, args=None):
         """Load weights, with a clear error when the checkpoint's vocabulary or sizes differ from the data's."""
+        self.upgrade_state_dict_named(state_dict, "")
         self._check_shapes(state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
@@ -105,10 +139,6 @@ class ResMLPModel(FairseqEncoderDecoderModel):
 
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())
-
-    def set_beam_size(self, beam_size: int) -> None:
-        """Let the encoder-decoder attention keep one key/value cache per sentence in beam search."""
-        self.decoder.set_beam_size(beam_size)
 
 
 def _dictionary_files(task: Any) -> Dict[str, str]:
@@ -160,13 +190,9 @@ def resmlp_12(cfg) -> None:
 
 @register_model_architecture("resmlp", "resmlp_small")
 def resmlp_small(cfg) -> None:
-    """For ~30k-200k sentence pairs, like fairseq's transformer_iwslt_de_en: MLP 1024, 4 heads, dropout 0.3.
-
-    Its other defaults are the best of the variants measured on Multi30k En-De (6 minutes on an H200, next to
-    transformer_iwslt_de_en in the same run: 38.45 sacreBLEU): LayerNorm pre-normalisation, sinusoidal
-    positions and dropout 0.1 on attention and MLP activations give 37.93, against 36.16 with the paper's
-    Affine and no positions and 35.61 without the extra dropout (docs/benchmarks.md).
-    """
+    """For ~30k-200k sentence pairs, like fairseq's transformer_iwslt_de_en: MLP 1024, 4 heads, dropout 0.3,
+    LayerNorm pre-normalisation, sinusoidal positions, dropout 0.1 on attention and MLP activations
+    (measurements in docs/benchmarks.md)."""
     _set_defaults(
         cfg,
         encoder_ffn_embed_dim=1024,

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
+from ..modules.token_mixing import TOKEN_MIXING_INITS
+
 NORM_TYPE_CHOICES = ChoiceEnum(["affine", "layernorm"])
-TOKEN_MIXING_INIT_CHOICES = ChoiceEnum(["linear", "identity"])
+TOKEN_MIXING_INIT_CHOICES = ChoiceEnum(list(TOKEN_MIXING_INITS))
 POSITIONAL_EMBEDDINGS_CHOICES = ChoiceEnum(["none", "sinusoidal"])
 
 
@@ -61,7 +63,9 @@ class ResMLPConfig(FairseqDataclass):
     token_mixing_init: TOKEN_MIXING_INIT_CHOICES = field(  # type: ignore[valid-type]
         default="linear",
         metadata={
-            "help": "initial token-mixing matrix: 'linear' = nn.Linear's uniform init, as in the image code; "
+            "help": "initial token-mixing matrix A and bias: 'linear' = nn.Linear's default uniform init; "
+            "'trunc_normal' = truncated normal (std 0.02) with zero bias, as the official image code "
+            "(deit's resmlp_models.py); 'xavier' = Xavier-uniform with zero bias, as timm; "
             "'identity' = start with no mixing"
         },
     )
@@ -70,5 +74,12 @@ class ResMLPConfig(FairseqDataclass):
         metadata={
             "help": "'none' as in ResMLP (the position-specific rows of the token-mixing matrix carry "
             "position), or fairseq's sinusoidal embeddings added to the token embeddings"
+        },
+    )
+    no_cuda_graphs: bool = field(
+        default=False,
+        metadata={
+            "help": "decode without the fixed-shape, CUDA-graph-replayed decoder step (used by default when "
+            "generating on a GPU); at generation time pass --model-overrides \"{'no_cuda_graphs': True}\""
         },
     )

@@ -1,8 +1,12 @@
 """The channel MLP of a ResMLP block: the Transformer's position-wise feed-forward network with GELU."""
 
+from typing import Optional
+
 import torch.nn.functional as F
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
+
+from .affine import norm_then_linear
 
 
 class ChannelMLP(nn.Module):
@@ -17,9 +21,7 @@ class ChannelMLP(nn.Module):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.from_hidden(self.fc1(x))
-
-    def from_hidden(self, hidden: Tensor) -> Tensor:
-        """The rest of the MLP after fc1 (so callers may compute fc1 differently)."""
+    def forward(self, x: Tensor, norm: Optional[nn.Module] = None) -> Tensor:
+        """``fc2(dropout(gelu(fc1(norm(x)))))``; the block's pre-norm is passed in so it can be folded into fc1."""
+        hidden = self.fc1(x) if norm is None else norm_then_linear(norm, self.fc1, x)
         return self.fc2(self.activation_dropout(F.gelu(hidden)))

@@ -6,10 +6,11 @@ full decoding, where fairseq's module falls back to explicit matrix products and
 attention, and its decoding step is a handful of kernels. Parameter names (q_proj, k_proj, v_proj, out_proj)
 and initialisation are fairseq's, so checkpoints are interchangeable.
 
-In beam search every hypothesis of a sentence attends to the same encoder output, so when the generator has
-told the module its beam size (``set_beam_size``) and the batch is beam-structured, keys and values are kept
-once per sentence, not once per hypothesis: 1/beam of the cache, and no copying when beams reorder (only
-when finished sentences leave the batch).
+In beam search every hypothesis of a sentence attends to the same encoder output. The encoder records how its
+output was expanded for the search (``group`` hypotheses per sentence, see ``ResMLPEncoder.reorder_encoder_out``),
+and the decoder passes that on: keys and values are then kept once per sentence, not once per hypothesis (1/group
+of the cache, and no copying when hypotheses are reordered within their sentences, only when finished sentences
+leave the batch).
 """
 
 import math
@@ -19,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
+
+from .affine import norm_then_linear
+
+IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
 @with_incremental_state
@@ -32,7 +37,6 @@ class CrossAttention(nn.Module):
         self.heads = heads
         self.head_dim = dim // heads
         self.dropout = dropout
-        self.beam_size = 1
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(kdim, dim)
         self.v_proj = nn.Linear(kdim, dim)
@@ -47,34 +51,27 @@ class CrossAttention(nn.Module):
         length, bsz, _ = x.shape
         return x.view(length, bsz, self.heads, self.head_dim).permute(1, 2, 0, 3)
 
-    def set_beam_size(self, beam_size: int) -> None:
-        """Called by fairseq's SequenceGenerator (through the model) before beam search."""
-        self.beam_size = beam_size
+    def keys_values(self, encoder_out: Tensor) -> Tuple[Tensor, Tensor]:
+        """Keys and values (N x H x S x head_dim) of an encoder output (S x N x C_enc)."""
+        return self._split_heads(self.k_proj(encoder_out)), self._split_heads(self.v_proj(encoder_out))
 
-    def _keys_values(
-        self, encoder_out: Tensor, incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]]
+    def _cached_keys_values(
+        self, encoder_out: Tensor, group: int, incremental_state: Optional[IncrementalState]
     ) -> Tuple[Tensor, Tensor]:
-        """Keys and values (N x H x S x head_dim); N = batch, or sentences when cached per sentence."""
-        if incremental_state is not None:
-            cached = self.get_incremental_state(incremental_state, "kv")
-            if cached is not None and cached.get("k") is not None:
-                k, v = cached["k"], cached["v"]
-                assert k is not None and v is not None
-                return k, v
-        group = 1
-        beam, bsz = self.beam_size, encoder_out.size(1)
-        if incremental_state is not None and beam > 1 and bsz % beam == 0:
-            # Beam-structured (each sentence repeated beam times, contiguously)? Checked once per generation.
-            if torch.equal(encoder_out[:, 0::beam], encoder_out[:, beam - 1 :: beam]):
-                group = beam
-                encoder_out = encoder_out[:, 0::beam]
-        k = self._split_heads(self.k_proj(encoder_out))
-        v = self._split_heads(self.v_proj(encoder_out))
-        if incremental_state is not None:
-            # group lives on the CPU: reading it never waits for the GPU.
-            self.set_incremental_state(
-                incremental_state, "kv", {"k": k, "v": v, "group": torch.tensor(group, dtype=torch.long)}
-            )
+        if incremental_state is None:
+            return self.keys_values(encoder_out)
+        cached = self.get_incremental_state(incremental_state, "kv")
+        if cached is not None and cached.get("k") is not None:
+            k, v = cached["k"], cached["v"]
+            assert k is not None and v is not None
+            return k, v
+        if group > 1:
+            encoder_out = encoder_out[:, 0::group]  # the group hypotheses of a sentence share one encoder output
+        k, v = self.keys_values(encoder_out)
+        # The group size lives on the CPU: reading it never waits for the device.
+        self.set_incremental_state(
+            incremental_state, "kv", {"k": k, "v": v, "group": torch.tensor(group, dtype=torch.long)}
+        )
         return k, v
 
     def forward(
@@ -82,28 +79,23 @@ class CrossAttention(nn.Module):
         query: Tensor,
         encoder_out: Tensor,
         key_padding_mask: Optional[Tensor],
-        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        incremental_state: Optional[IncrementalState] = None,
         need_weights: bool = False,
+        group: int = 1,
+        norm: Optional[nn.Module] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """Attend from ``query`` (T x B x C, not yet projected) to ``encoder_out`` (S x B x C_enc)."""
-        return self.attend(self.q_proj(query), encoder_out, key_padding_mask, incremental_state, need_weights)
+        """Attend from ``query`` (T x B x C) to ``encoder_out`` (S x B x C_enc).
 
-    def attend(
-        self,
-        q: Tensor,
-        encoder_out: Tensor,
-        key_padding_mask: Optional[Tensor],
-        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
-        need_weights: bool = False,
-    ) -> Tuple[Tensor, Optional[Tensor]]:
-        """The attention proper, from already projected queries ``q`` (T x B x C).
-
-        Returns the output (T x B x C) and, if ``need_weights``, the attention weights averaged over heads
-        (B x T x S), which fairseq uses for alignments.
+        ``norm`` is the sublayer's pre-normalisation, applied to the query (and folded into ``q_proj`` where
+        that is cheaper). ``group`` > 1 says that the batch holds ``group`` consecutive hypotheses per sentence
+        with equal encoder outputs (beam search), so keys and values are cached per sentence. Returns the output
+        (T x B x C) and, if ``need_weights``, the attention weights averaged over heads (B x T x S), which
+        fairseq uses for alignments.
         """
+        q = self.q_proj(query) if norm is None else norm_then_linear(norm, self.q_proj, query)
         tgt_len, bsz, dim = q.shape
         q = self._split_heads(q)
-        k, v = self._keys_values(encoder_out, incremental_state)
+        k, v = self._cached_keys_values(encoder_out, group, incremental_state)
         group = bsz // k.size(0)
         if group > 1:
             # Keys/values per sentence: the group hypotheses of a sentence become group x T queries of it.
@@ -130,10 +122,23 @@ class CrossAttention(nn.Module):
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, dim)
         return self.out_proj(out), weights
 
+    def step(self, query: Tensor, k: Tensor, v: Tensor, mask_bias: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor]:
+        """One fixed-shape decoding step for ``query`` (B x C): keys/values per sentence (N x H x S x head_dim),
+        ``mask_bias`` (N x 1 x 1 x S: 0 where a key may be attended, -inf elsewhere), B a multiple of N.
+
+        Returns the output (B x C) and the attention weights averaged over heads (B x S).
+        """
+        bsz, dim = query.shape
+        sentences, group = k.size(0), bsz // k.size(0)
+        q = self.q_proj(norm(query)).view(sentences, group, self.heads, self.head_dim).transpose(1, 2)
+        scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2)) + mask_bias  # N x H x group x S
+        probs = torch.softmax(scores.float(), dim=-1).type_as(q)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(bsz, dim)
+        weights = probs.mean(dim=1).reshape(bsz, -1)
+        return self.out_proj(out), weights
+
     @torch.jit.export
-    def reorder_incremental_state(
-        self, incremental_state: Dict[str, Dict[str, Optional[Tensor]]], new_order: Tensor
-    ) -> None:
+    def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor) -> None:
         """Follow beam search (batch axis 0 of the cached keys and values)."""
         cached = self.get_incremental_state(incremental_state, "kv")
         if cached is None or cached.get("k") is None:
@@ -142,9 +147,18 @@ class CrossAttention(nn.Module):
         assert k is not None and v is not None and group_t is not None
         group = int(group_t)
         if group > 1:
+            if new_order.numel() % group != 0:
+                raise RuntimeError(
+                    f"beam search reordered {new_order.numel()} hypotheses, not whole groups of {group}: "
+                    "the per-sentence key/value cache cannot follow"
+                )
+            sentence_order = new_order.view(-1, group) // group
+            # Every hypothesis must stay within its sentence. Checked on the device: nothing waits for it.
+            torch._assert_async(sentence_order.eq(sentence_order[:, :1]).all())
             if k.size(0) * group == new_order.size(0):
+                torch._assert_async(sentence_order[:, 0].eq(torch.arange(k.size(0), device=k.device)).all())
                 return  # hypotheses reordered within their sentences: the per-sentence cache is unchanged
-            new_order = new_order.view(-1, group)[:, 0] // group  # finished sentences left: keep the others
+            new_order = sentence_order[:, 0]  # finished sentences left: keep the others
         self.set_incremental_state(
             incremental_state,
             "kv",

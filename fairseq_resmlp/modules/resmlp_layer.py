@@ -1,57 +1,41 @@
-"""ResMLP encoder and decoder layers: pre-normalised residual sublayers, each scaled by LayerScale."""
+"""ResMLP encoder and decoder layers: pre-normalised residual sublayers, each scaled by LayerScale.
+
+Names follow the paper and timm: ``norm1 -> linear_tokens -> ls1`` (token mixing), ``norm2 -> encoder_attn -> ls2``
+(decoder only), then ``norm -> mlp_channels -> ls`` (channel MLP). ``LayerScale`` performs the residual add.
+"""
 
 from typing import Dict, Optional, Tuple
 
-import torch
-import torch.nn.functional as F
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
-from .affine import Affine, LayerScale, build_norm
+from .affine import LayerScale, build_norm
 from .channel_mlp import ChannelMLP
 from .cross_attention import CrossAttention
 from .token_mixing import TokenMixing
 
-
-class ResidualBranch(nn.Module):
-    """x + LayerScale(dropout(sublayer(norm(x)))): the shape shared by every sublayer."""
-
-    def __init__(self, dim: int, norm_type: str, layerscale_init: float, dropout: float) -> None:
-        super().__init__()
-        self.norm = build_norm(norm_type, dim)
-        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
-        self.layerscale = LayerScale(dim, layerscale_init)
-
-    def finish(self, residual: Tensor, branch: Tensor) -> Tensor:
-        # One fused kernel for "scale and add" instead of two passes over the activations.
-        return torch.addcmul(residual, self.layerscale.scale, self.dropout(branch))
-
-    def norm_then_linear(self, x: Tensor, linear: nn.Linear) -> Tensor:
-        """linear(norm(x)); an Affine norm is folded into the linear layer's weight when that is cheaper.
-
-        W(alpha * x + beta) + b = x @ (W * alpha)^T + (b + W @ beta): for a training batch (many more
-        activations than weights) this saves a full pass over the activations; for a decoding step it does not.
-        """
-        norm = self.norm
-        if isinstance(norm, Affine) and x.numel() > linear.weight.numel():
-            return F.linear(x, linear.weight * norm.alpha, torch.addmv(linear.bias, linear.weight, norm.beta))
-        return linear(norm(x))
+IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
 class ResMLPEncoderLayer(nn.Module):
-    """Affine -> token mixing -> LayerScale -> residual; Affine -> channel MLP -> LayerScale -> residual."""
+    """x = x + LS1 * TokenMixing(Aff1(x));  x = x + LS2 * ChannelMLP(Aff2(x))."""
 
     def __init__(self, cfg, max_positions: int) -> None:
         super().__init__()
         dim = cfg.encoder_embed_dim
-        self.mix = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
+        self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
+        self.norm1 = build_norm(cfg.norm_type, dim)
         self.linear_tokens = TokenMixing(max_positions, causal=False, init=cfg.token_mixing_init)
-        self.mlp = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
+        self.ls1 = LayerScale(dim, cfg.layerscale_init)
+        self.norm2 = build_norm(cfg.norm_type, dim)
         self.mlp_channels = ChannelMLP(dim, cfg.encoder_ffn_embed_dim, cfg.activation_dropout)
+        self.ls2 = LayerScale(dim, cfg.layerscale_init)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        x = self.mix.finish(x, self.linear_tokens(self.mix.norm(x), padding_mask))
-        return self.mlp.finish(x, self.mlp_channels.from_hidden(self.mlp.norm_then_linear(x, self.mlp_channels.fc1)))
+        """``x``: T x B x C, sentences left-aligned; ``padding_mask``: B x T, True at (trailing) padding."""
+        x = self.ls1(x, self.dropout_module(self.linear_tokens(self.norm1(x), padding_mask)))
+        x = self.ls2(x, self.dropout_module(self.mlp_channels(x, norm=self.norm2)))
+        return x
 
 
 class ResMLPDecoderLayer(nn.Module):
@@ -60,34 +44,46 @@ class ResMLPDecoderLayer(nn.Module):
     def __init__(self, cfg, max_positions: int) -> None:
         super().__init__()
         dim = cfg.decoder_embed_dim
-        self.mix = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
+        self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
+        self.norm1 = build_norm(cfg.norm_type, dim)
         self.linear_tokens = TokenMixing(max_positions, causal=True, init=cfg.token_mixing_init)
-        self.cross = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
+        self.ls1 = LayerScale(dim, cfg.layerscale_init)
+        self.norm2 = build_norm(cfg.norm_type, dim)
         self.encoder_attn = CrossAttention(
             dim, cfg.encoder_embed_dim, cfg.decoder_attention_heads, cfg.attention_dropout
         )
-        self.mlp = ResidualBranch(dim, cfg.norm_type, cfg.layerscale_init, cfg.dropout)
+        self.ls2 = LayerScale(dim, cfg.layerscale_init)
+        self.norm3 = build_norm(cfg.norm_type, dim)
         self.mlp_channels = ChannelMLP(dim, cfg.decoder_ffn_embed_dim, cfg.activation_dropout)
+        self.ls3 = LayerScale(dim, cfg.layerscale_init)
 
     def forward(
         self,
         x: Tensor,
-        padding_mask: Optional[Tensor],
         encoder_out: Optional[Tensor],
         encoder_padding_mask: Optional[Tensor],
-        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        incremental_state: Optional[IncrementalState] = None,
         need_attn: bool = False,
+        group: int = 1,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        x = self.mix.finish(x, self.linear_tokens(self.mix.norm(x), padding_mask, incremental_state))
+        """``x``: T x B x C (sentences left-aligned; one step when ``incremental_state`` is given)."""
+        x = self.ls1(x, self.dropout_module(self.linear_tokens(self.norm1(x), None, incremental_state)))
         attn: Optional[Tensor] = None
         if encoder_out is not None:
-            y, attn = self.encoder_attn.attend(
-                self.cross.norm_then_linear(x, self.encoder_attn.q_proj),
-                encoder_out,
-                encoder_padding_mask,
-                incremental_state=incremental_state,
-                need_weights=need_attn,
+            y, attn = self.encoder_attn(
+                x, encoder_out, encoder_padding_mask, incremental_state, need_attn, group, norm=self.norm2
             )
-            x = self.cross.finish(x, y)
-        x = self.mlp.finish(x, self.mlp_channels.from_hidden(self.mlp.norm_then_linear(x, self.mlp_channels.fc1)))
+            x = self.ls2(x, self.dropout_module(y))
+        x = self.ls3(x, self.dropout_module(self.mlp_channels(x, norm=self.norm3)))
+        return x, attn
+
+    def step(
+        self, x: Tensor, inputs: Tensor, step: Tensor, length: int, k: Tensor, v: Tensor, mask_bias: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """One fixed-shape decoding step (inference only) for ``x`` (B x C); see ``TokenMixing.step`` and
+        ``CrossAttention.step`` for the buffers. Returns the output and the cross-attention weights (B x S)."""
+        x = self.ls1(x, self.linear_tokens.step(self.norm1(x), inputs, step, length))
+        y, attn = self.encoder_attn.step(x, k, v, mask_bias, self.norm2)
+        x = self.ls2(x, y)
+        x = self.ls3(x, self.mlp_channels(x, norm=self.norm3))
         return x, attn

@@ -6,15 +6,54 @@ top-left ``L x L`` block. In the decoder A is lower-triangular, so position t on
 
 Inputs are time-first (T x B x C), fairseq's layout, which makes the whole layer a single GEMM:
 ``A[:L, :L] @ x.view(L, B * C)``.
+
+Decoding keeps the layer's past (normalised) inputs in a buffer laid out batch-first (B x capacity x C): a step
+writes position t in place and applies row t of A to the first t + 1 positions, with no concatenation and no
+value read back from the device.
 """
 
-from typing import Dict, Optional
+import math
+from typing import Callable, Dict, Optional
 
 import torch
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
 
-TOKEN_MIXING_INITS = ("linear", "identity")
+IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
+
+
+def _init_linear(weight: Tensor, bias: Tensor) -> None:
+    # nn.Linear's default: U(-1/sqrt(n), 1/sqrt(n)) for weight and bias.
+    bound = weight.size(1) ** -0.5
+    nn.init.uniform_(weight, -bound, bound)
+    nn.init.uniform_(bias, -bound, bound)
+
+
+def _init_trunc_normal(weight: Tensor, bias: Tensor) -> None:
+    # The official image code (facebookresearch/deit, resmlp_models.py): truncated normal, std 0.02, zero bias.
+    nn.init.trunc_normal_(weight, std=0.02)
+    nn.init.zeros_(bias)
+
+
+def _init_xavier(weight: Tensor, bias: Tensor) -> None:
+    # timm's mlp_mixer: Xavier-uniform weights, zero bias.
+    nn.init.xavier_uniform_(weight)
+    nn.init.zeros_(bias)
+
+
+def _init_identity(weight: Tensor, bias: Tensor) -> None:
+    # Start as "no mixing": each block begins as a pure channel MLP and learns to mix.
+    nn.init.eye_(weight)
+    nn.init.zeros_(bias)
+
+
+# The --token-mixing-init choices (the config's ChoiceEnum is built from these keys).
+TOKEN_MIXING_INITS: Dict[str, Callable[[Tensor, Tensor], None]] = {
+    "linear": _init_linear,
+    "trunc_normal": _init_trunc_normal,
+    "xavier": _init_xavier,
+    "identity": _init_identity,
+}
 
 
 @with_incremental_state
@@ -30,17 +69,9 @@ class TokenMixing(nn.Module):
         self.reset_parameters(init)
 
     def reset_parameters(self, init: str) -> None:
-        if init == "linear":
-            # nn.Linear's default, as in the image code: U(-1/sqrt(n), 1/sqrt(n)) for weight and bias.
-            bound = self.max_positions**-0.5
-            nn.init.uniform_(self.weight, -bound, bound)
-            nn.init.uniform_(self.bias, -bound, bound)
-        elif init == "identity":
-            # Start as "no mixing": each block begins as a pure channel MLP and learns to mix.
-            nn.init.eye_(self.weight)
-            nn.init.zeros_(self.bias)
-        else:
-            raise ValueError(f"--token-mixing-init must be one of {TOKEN_MIXING_INITS}, got {init!r}")
+        if init not in TOKEN_MIXING_INITS:
+            raise ValueError(f"--token-mixing-init must be one of {sorted(TOKEN_MIXING_INITS)}, got {init!r}")
+        TOKEN_MIXING_INITS[init](self.weight, self.bias)
         if self.causal:
             # The upper triangle never receives a gradient (it is masked in forward); keep it at zero so that
             # the stored matrix is the matrix that is used.
@@ -50,17 +81,11 @@ class TokenMixing(nn.Module):
     def extra_repr(self) -> str:
         return f"max_positions={self.max_positions}, causal={self.causal}"
 
-    def _matrix(self, rows: slice, length: int) -> Tensor:
-        w = self.weight[rows, :length]
-        if self.causal:
-            w = w.tril(diagonal=rows.start or 0)
-        return w
-
     def forward(
         self,
         x: Tensor,
         padding_mask: Optional[Tensor] = None,
-        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        incremental_state: Optional[IncrementalState] = None,
     ) -> Tensor:
         """Mix ``x`` (T x B x C) across time.
 
@@ -78,39 +103,73 @@ class TokenMixing(nn.Module):
             )
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.transpose(0, 1).unsqueeze(-1), 0.0)
-        w = self._matrix(slice(0, length), length)
+        w = self.weight[:length, :length]
+        if self.causal:
+            w = w.tril()
         out = torch.addmm(self.bias[:length].unsqueeze(1), w, x.reshape(length, -1))
         return out.view_as(x)
 
-    def _forward_step(
-        self, x: Tensor, incremental_state: Dict[str, Dict[str, Optional[Tensor]]]
-    ) -> Tensor:
-        """One decoding step: ``x`` is 1 x B x C; the cache holds this layer's inputs at earlier steps.
+    # Decoding -------------------------------------------------------------------------------------------------
 
-        Costs O(t * B * C): row t of A applied to the t+1 cached inputs, nothing of the prefix recomputed.
+    def step(self, x: Tensor, inputs: Tensor, step: Tensor, length: int) -> Tensor:
+        """One fixed-shape decoding step: ``x`` (B x C) is position ``step`` (a 1-element device tensor).
+
+        It is written into ``inputs`` (B x capacity x C, zeros beyond what was written) in place; the output is
+        row ``step`` of A over the first ``length`` positions, with the entries after ``step`` masked. Every
+        shape depends on ``length`` only, never on the step's value, so the step can be replayed as a CUDA graph.
+        """
+        inputs.index_copy_(1, step, x.unsqueeze(1))
+        positions = torch.arange(length, device=x.device)
+        row = self.weight.index_select(0, step)[:, :length] * positions.le(step).to(x.dtype)
+        out = torch.matmul(row, inputs[:, :length])  # (1 x L) @ (B x L x C) -> B x 1 x C
+        return out.squeeze(1) + self.bias.index_select(0, step)
+
+    def _forward_step(self, x: Tensor, incremental_state: IncrementalState) -> Tensor:
+        """One decoding step: ``x`` is 1 x B x C; the buffer holds this layer's inputs at earlier steps.
+
+        Costs O(t * B * C): row t of A applied to the t+1 buffered inputs, nothing of the prefix recomputed.
+        The step index lives on the CPU, so reading it never waits for the device.
         """
         assert self.causal, "incremental decoding needs a causal token mixing"
         state = self.get_incremental_state(incremental_state, "cache")
-        prev = state.get("prev_inputs") if state is not None else None
-        inputs = x if prev is None else torch.cat([prev, x], dim=0)
-        step = inputs.size(0) - 1
-        if step >= self.max_positions:
+        bsz, dim = x.size(1), x.size(2)
+        buffer: Optional[Tensor] = None
+        steps = 0
+        if state is not None and state.get("inputs") is not None:
+            buffer, steps_t = state["inputs"], state["steps"]
+            assert buffer is not None and steps_t is not None
+            steps = int(steps_t)
+        if steps >= self.max_positions:
             raise ValueError(
-                f"decoding step {step} is beyond the token-mixing matrix ({self.max_positions} positions)"
+                f"decoding step {steps} is beyond the token-mixing matrix ({self.max_positions} positions)"
             )
-        self.set_incremental_state(incremental_state, "cache", {"prev_inputs": inputs})
-        w = self.weight[step : step + 1, : step + 1]
-        out = torch.addmm(self.bias[step : step + 1].unsqueeze(1), w, inputs.reshape(step + 1, -1))
-        return out.view_as(x)
+        if buffer is None or buffer.size(1) <= steps:
+            # Capacity doubles (amortised O(1) copies), capped at the matrix size; zeros beyond what is written.
+            capacity = min(self.max_positions, max(16, 2 ** math.ceil(math.log2(steps + 1))))
+            grown = x.new_zeros(bsz, capacity, dim)
+            if buffer is not None:
+                grown[:, :steps] = buffer[:, :steps]
+            buffer = grown
+        buffer[:, steps] = x[0]
+        w = self.weight[steps : steps + 1, : steps + 1]
+        out = torch.matmul(w, buffer[:, : steps + 1]).squeeze(1) + self.bias[steps]
+        self.set_incremental_state(
+            incremental_state, "cache", {"inputs": buffer, "steps": torch.tensor(steps + 1, dtype=torch.long)}
+        )
+        return out.unsqueeze(0)
 
     @torch.jit.export
-    def reorder_incremental_state(
-        self, incremental_state: Dict[str, Dict[str, Optional[Tensor]]], new_order: Tensor
-    ) -> None:
-        """Follow beam search: select the cached inputs of the surviving hypotheses (batch axis 1)."""
+    def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor) -> None:
+        """Follow beam search: select the buffered inputs of the surviving hypotheses (batch axis 0)."""
         state = self.get_incremental_state(incremental_state, "cache")
-        if state is not None and state.get("prev_inputs") is not None:
-            prev = state["prev_inputs"]
-            assert prev is not None
-            state["prev_inputs"] = prev.index_select(1, new_order)
-            self.set_incremental_state(incremental_state, "cache", state)
+        if state is None or state.get("inputs") is None:
+            return
+        buffer, steps_t = state["inputs"], state["steps"]
+        assert buffer is not None and steps_t is not None
+        steps = int(steps_t)
+        if new_order.numel() == buffer.size(0):
+            # Same batch: copy into the same buffer (only the positions written so far).
+            buffer[:, :steps] = buffer[:, :steps].index_select(0, new_order)
+        else:
+            buffer = buffer.index_select(0, new_order)
+        self.set_incremental_state(incremental_state, "cache", {"inputs": buffer, "steps": steps_t})

@@ -2,20 +2,17 @@
 
 fairseq left-pads sources (and can left-pad targets). A ResMLP layer's weights are position-specific, so a
 sentence must see the same rows of A whatever its padding: we rotate each row of the batch so its real tokens
-come first, run the layers, and rotate the outputs back into the caller's layout.
+come first, run the layers, and rotate the outputs back into the caller's layout. Everything here works on the
+device without reading values back to the host, so a training step never waits for the GPU.
 """
-
-from typing import Optional
 
 import torch
 from torch import Tensor
 
 
-def leading_pads(tokens: Tensor, pad: int) -> Optional[Tensor]:
-    """Number of leading pad tokens of each row (B,), or None when no row starts with padding."""
-    if not bool(tokens[:, 0].eq(pad).any()):
-        return None
-    return tokens.ne(pad).long().cumsum(dim=1).eq(0).sum(dim=1)
+def leading_pads(tokens: Tensor, pad: int) -> Tensor:
+    """Number of leading pad tokens of each row (B,); zeros for right-padded or unpadded batches."""
+    return tokens.ne(pad).cumsum(dim=1).eq(0).sum(dim=1)
 
 
 def _rotation(shift: Tensor, length: int) -> Tensor:
