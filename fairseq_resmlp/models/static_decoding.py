@@ -54,6 +54,8 @@ class _Buffers:
             self.positions = decoder.embed_positions(probe)[0].to(dtype)
         self.graphs: Dict[Tuple[int, int, int, int], Tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
         self.seen: Dict[Tuple[int, int, int, int], int] = {}
+        # The graphs of these buffers share one memory pool; it lives and dies with them.
+        self.pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
         self.owner = 0
 
     def fits(self, rows: int, sentences: int, src_len: int, device, dtype) -> bool:
@@ -78,8 +80,8 @@ class StaticDecoding:
         self.mode = "auto" if enabled else "off"
         self._buffers: Optional[_Buffers] = None
         self._generations = 0
-        self._pool = None
         self.captures = 0  # graphs captured so far (for benchmarks and tests)
+        self.steps = 0  # fixed-shape steps run so far (for benchmarks and tests)
 
     @property
     def decoder(self):
@@ -130,6 +132,7 @@ class StaticDecoding:
         buffers.tokens[:rows].copy_(prev_output_tokens[:, -1])
         buffers.step.fill_(step)
         logits, attn = self._run(buffers, bucket_rows, length, bucket_src, group)
+        self.steps += 1
         state["steps"] = torch.tensor(step + 1, dtype=torch.long)
         decoder.set_incremental_state(incremental_state, "static", state)
         # Copies: fairseq scales the scores in place, and the graph's outputs are overwritten by the next step.
@@ -218,8 +221,6 @@ class StaticDecoding:
         buffers.seen[key] = buffers.seen.get(key, 0) + 1
         if buffers.seen[key] < 2:
             return self._compute(buffers, rows, length, src_len, group)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
         # Replaying the warm-up writes the same step again: idempotent (position t gets the same input).
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -227,7 +228,7 @@ class StaticDecoding:
             self._compute(buffers, rows, length, src_len, group)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=buffers.pool):
             logits, attn = self._compute(buffers, rows, length, src_len, group)
         buffers.graphs[key] = (graph, logits, attn)
         self.captures += 1

@@ -1,0 +1,171 @@
+"""The fixed-shape decoding step (replayed as a CUDA graph on a GPU) gives exactly what the incremental path gives.
+
+On the CPU the same fixed-shape step runs eagerly (mode "eager"): every buffer, bucket, reorder and finished-sentence
+path is the one the GPU replays. The model is the trained fixture of tests/data/checkpoint_v1, whose beam search
+finishes sentences at different steps, so the batch shrinks during generation.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from fairseq import search
+from fairseq.data import data_utils
+from fairseq.sequence_generator import SequenceGenerator
+
+from fairseq_resmlp import ResMLPModel
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "checkpoint_v1"
+# On a GPU machine the same tests check the CUDA-graph replay ("auto"); on the CPU the fixed-shape step runs eagerly.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+MODE = "auto" if DEVICE == "cuda" else "eager"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    data = tmp_path_factory.mktemp("v1-data")
+    for name in ("dict.src.txt", "dict.tgt.txt"):
+        shutil.copy(FIXTURE / name, data / name)
+    model = ResMLPModel.from_pretrained(
+        str(FIXTURE), checkpoint_file="checkpoint.pt", data_name_or_path=str(data), source_lang="src", target_lang="tgt"
+    )
+    return model.eval().to(DEVICE)
+
+
+@pytest.fixture(scope="module")
+def sample(hub):
+    sources = json.loads((FIXTURE / "expected.json").read_text())["sources"]
+    tokens = [hub.encode(s) for s in sources]
+    src = data_utils.collate_tokens(tokens, hub.src_dict.pad(), left_pad=True)
+    lengths = torch.tensor([len(t) for t in tokens])
+    return {"net_input": {"src_tokens": src.to(DEVICE), "src_lengths": lengths.to(DEVICE)}}
+
+
+def generate(hub, sample, mode, seed=0, prefix_tokens=None, **options):
+    options = dict(options)
+    model = hub.models[0]
+    model.decoder.static_decoding.mode = mode
+    if options.pop("sampling", False):
+        options["search_strategy"] = search.Sampling(hub.tgt_dict, sampling_topk=options.pop("sampling_topk"))
+    generator = SequenceGenerator([model], hub.tgt_dict, **options)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return generator.generate([model], sample, prefix_tokens=prefix_tokens)
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for hyps_a, hyps_b in zip(a, b):
+        assert len(hyps_a) == len(hyps_b)
+        for x, y in zip(hyps_a, hyps_b):
+            assert x["tokens"].tolist() == y["tokens"].tolist()
+            assert float(x["score"]) == float(y["score"]) or abs(float(x["score"]) - float(y["score"])) <= 1e-5
+            assert torch.allclose(x["positional_scores"], y["positional_scores"], atol=1e-5)
+            if x["attention"] is not None and x["attention"].numel():
+                assert torch.allclose(x["attention"], y["attention"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"beam_size": 1},
+        {"beam_size": 4},
+        {"beam_size": 5, "max_len_b": 12},
+        {"beam_size": 3, "sampling": True, "sampling_topk": 4},
+        {"beam_size": 2, "match_source_len": True},
+    ],
+    ids=["beam1", "beam4", "beam5", "sampling", "match-source-len"],
+)
+def test_fixed_shape_step_equals_incremental_path(hub, sample, options):
+    static = hub.models[0].decoder.static_decoding
+    before = static.steps
+    reference = generate(hub, sample, "off", **options)
+    assert static.steps == before  # "off" really is the incremental path
+    assert_same(generate(hub, sample, MODE, **options), reference)
+    assert static.steps > before  # and the fixed-shape one
+
+
+def test_with_prefix_tokens(hub, sample):
+    prefix = torch.tensor([[hub.tgt_dict.index(w) for w in ("jya",)]] * 12, device=DEVICE)
+    reference = generate(hub, sample, "off", beam_size=4, prefix_tokens=prefix)
+    assert all(h[0]["tokens"][0] == prefix[0, 0] for h in reference)
+    assert_same(generate(hub, sample, MODE, beam_size=4, prefix_tokens=prefix), reference)
+
+
+def test_finished_sentences_leave_the_batch(hub, sample):
+    """The fixture's sentences finish at different steps: the fixed-shape buffers follow a shrinking batch."""
+    model = hub.models[0]
+    seen = []
+    original = model.decoder.reorder_incremental_state
+
+    def spy(state, new_order):
+        seen.append(new_order.numel())
+        return original(state, new_order)
+
+    model.decoder.reorder_incremental_state = spy
+    try:
+        out = generate(hub, sample, MODE, beam_size=4)
+    finally:
+        del model.decoder.reorder_incremental_state
+    assert min(seen) < max(seen) == 48  # 12 sentences x beam 4, then fewer
+    assert len({len(h[0]["tokens"]) for h in out}) > 2  # hypotheses of several lengths
+
+
+def test_generation_does_not_depend_on_history(hub, sample):
+    """Beam sizes, sampling, batch sizes and an interrupted generation before a call change nothing."""
+    fresh = {mode: generate(hub, sample, mode, beam_size=1) for mode in ("off", MODE)}
+    for mode in ("off", MODE):
+        generate(hub, sample, mode, beam_size=4)
+        generate(hub, sample, mode, beam_size=3, sampling=True, sampling_topk=3)
+        small = {"net_input": {k: v[:5] for k, v in sample["net_input"].items()}}
+        generate(hub, small, mode, beam_size=5)
+        # An exception mid-generation (after a few steps) leaves nothing behind.
+        model = hub.models[0]
+        calls = {"n": 0}
+        original = model.decoder.reorder_incremental_state
+
+        def boom(state, new_order):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return original(state, new_order)
+
+        model.decoder.reorder_incremental_state = boom
+        with pytest.raises(KeyboardInterrupt):
+            generate(hub, sample, mode, beam_size=4)
+        del model.decoder.reorder_incremental_state
+        assert_same(generate(hub, sample, mode, beam_size=1), fresh[mode])
+    assert_same(fresh[MODE], fresh["off"])
+
+
+def test_hub_translate_after_beam_search_is_unchanged(hub):
+    """The reported bug: translate() with beam 4 and then beam 1 on a batch used to mix sentences' attention."""
+    sources = json.loads((FIXTURE / "expected.json").read_text())["sources"]
+    expected = json.loads((FIXTURE / "expected.json").read_text())["beam1_text"]
+    hub.models[0].decoder.static_decoding.mode = MODE
+    hub.translate(sources, beam=4)
+    assert hub.translate(sources, beam=1) == expected
+
+
+def test_interleaved_generations_are_refused(hub, sample):
+    model = hub.models[0]
+    model.decoder.static_decoding.mode = MODE
+    enc = model.encoder(**sample["net_input"])
+    prev = torch.full((12, 1), hub.tgt_dict.eos(), device=DEVICE)
+    first, second = {}, {}
+    with torch.no_grad():
+        model.decoder(prev, encoder_out=enc, incremental_state=first)
+        model.decoder(prev, encoder_out=enc, incremental_state=second)
+        with pytest.raises(RuntimeError, match="interleaved"):
+            model.decoder(torch.cat([prev, prev], 1), encoder_out=enc, incremental_state=first)
+
+
+def test_switch_off_from_the_model_options():
+    from helpers import build_model
+
+    assert build_model().decoder.static_decoding.mode == "auto"  # on by default (where CUDA applies)
+    assert build_model(no_cuda_graphs=True).decoder.static_decoding.mode == "off"
+    model = build_model()
+    assert not model.decoder.static_decoding.applies(torch.zeros(2, 1, dtype=torch.long), None)
