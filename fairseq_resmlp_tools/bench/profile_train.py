@@ -243,8 +243,35 @@ def _ancestor_events(evt, python: bool = False):
         parent = parent.cpu_parent
 
 
+def _activity(evt) -> Optional[str]:
+    """Kineto's activity type ("cpu_op", "kernel", "cuda_runtime", "user_annotation", ...), where torch says."""
+    kind = getattr(evt, "activity_type", None)
+    return kind if isinstance(kind, str) else None
+
+
 def _is_range(evt) -> bool:
-    return bool(getattr(evt, "is_user_annotation", False)) or evt.name.startswith(("ProfilerStep", "profile_train::"))
+    """A record_function range (ProfilerStep, this tool's, the optimizer's), on the host or the device timeline."""
+    return (
+        bool(getattr(evt, "is_user_annotation", False))
+        or (_activity(evt) or "").endswith("user_annotation")
+        or evt.name.startswith(("ProfilerStep", "profile_train::"))
+    )
+
+
+def _is_op(evt) -> bool:
+    """A host-side PyTorch op (aten, autograd node), not a range, a Python frame or a CUDA runtime call."""
+    kind = _activity(evt)
+    if kind is not None:
+        return kind == "cpu_op" and not _is_range(evt)
+    return not _is_range(evt) and not getattr(evt, "is_python_function", False)
+
+
+def _is_device_work(evt) -> bool:
+    """A kernel, memcpy or memset on the device (not a device-side range or a synchronisation marker)."""
+    kind = _activity(evt)
+    if kind is not None:
+        return kind in ("kernel", "gpu_memcpy", "gpu_memset")
+    return not _is_range(evt)
 
 
 _FRAME = re.compile(r"\.py\(\d+\): ")
@@ -267,12 +294,13 @@ def profile_from_events(events, device: str, data_loading_s: Sequence[float]) ->
 
     cpu = [e for e in events if e.device_type == DeviceType.CPU and not e.is_async]
     steps = [(e.time_range.start, e.time_range.end) for e in cpu if e.name.startswith("ProfilerStep")]
-    ops = [e for e in cpu if not _is_range(e) and not getattr(e, "is_python_function", False)]
-    outermost = [e for e in ops if not any(not _is_range(a) for a in _ancestor_events(e))]
+    ops = [e for e in cpu if _is_op(e)]
+    outermost = [e for e in ops if not any(_is_op(a) for a in _ancestor_events(e))]
     host_op_intervals = [(e.time_range.start, e.time_range.end) for e in outermost]
+    # CUDA runtime calls (cudaStreamSynchronize) are neither ops nor ranges; look at every host event.
     syncs = [
         (e.name, _where(e))
-        for e in ops
+        for e in cpu
         if e.name in SYNC_NAMES and not any(a.name in SYNC_NAMES for a in _ancestor_events(e))
     ]
     if device == "cpu":
@@ -282,17 +310,15 @@ def profile_from_events(events, device: str, data_loading_s: Sequence[float]) ->
             if e.self_cpu_time_total > 0
         ]
     else:
-        launcher = {e.id: e for e in cpu if getattr(e, "linked_correlation_id", 0) == 0}
+        launcher = {e.id: e for e in ops if getattr(e, "linked_correlation_id", 0) == 0}
         kernels = []
         for e in events:
-            if e.device_type == DeviceType.CPU:
+            if e.device_type == DeviceType.CPU or not _is_device_work(e):
                 continue
             op = launcher.get(getattr(e, "linked_correlation_id", -1))
             context = (op.name, *_ancestors(op)) if op is not None else ()
             kernels.append(Kernel(e.name, e.time_range.start, e.time_range.elapsed_us(), context))
     return Profile(device, kernels, sorted(steps), host_op_intervals, syncs, list(data_loading_s))
-
-
 
 
 # Running fairseq-train under the profiler.
