@@ -58,6 +58,23 @@ def test_function_matches_fairseq_values_and_gradients(chunk_size, with_bias):
     assert n_correct.item() == logits.argmax(-1).eq(target).sum().item()
 
 
+def test_compiled_chunks_match_fairseq():
+    # torch.compile of the per-chunk element-wise work (Triton on a GPU, C++ here); varying chunk lengths
+    # (7 rows in chunks of 3) must not change the values.
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(7, 8, generator=g).requires_grad_()
+    weight = torch.randn(30, 8, generator=g).requires_grad_()
+    target = torch.randint(0, 30, (7,), generator=g)
+    loss, nll = stock_loss(features, weight, None, target, 0.1, pad=None)
+    expected = torch.autograd.grad(loss, [features, weight])
+    loss_c, nll_c, _ = chunked_label_smoothed_nll_loss(features, weight, None, target, 0.1, 3, compiled=True)
+    got = torch.autograd.grad(loss_c, [features, weight])
+    torch.testing.assert_close(loss_c, loss, **TOL)
+    torch.testing.assert_close(nll_c, nll, **TOL)
+    for e, c in zip(expected, got):
+        torch.testing.assert_close(c, e, **TOL)
+
+
 def test_function_keeps_fp32_log_sum_exp_for_bf16_inputs():
     g = torch.Generator().manual_seed(1)
     features = torch.randn(40, 32, generator=g).bfloat16().requires_grad_()
