@@ -304,9 +304,11 @@ def test_fairseq_train_logs_the_same_losses(tmp_path):
 # ``python tests/test_criterion.py``: peak memory and time of one forward + backward, stock vs chunked.
 
 
-def measure(kind: str, tokens: int, vocab: int, dim: int, chunk: int, device: str, dtype: str) -> dict:
-    """Peak extra memory (MiB) and seconds of loss + backward for one criterion, on fresh random data."""
+def measure(kind: str, tokens: int, vocab: int, dim: int, chunk: int, device: str, dtype: str, repeat: int) -> dict:
+    """Peak extra memory (MiB) and median seconds (wall; process CPU time, which a shared CPU disturbs less) of
+    loss + backward for one criterion, on random data."""
     import resource
+    import statistics
 
     dt = getattr(torch, dtype)
     g = torch.Generator().manual_seed(0)
@@ -318,26 +320,37 @@ def measure(kind: str, tokens: int, vocab: int, dim: int, chunk: int, device: st
         if kind == "stock":
             loss, _ = stock_loss(features, weight, None, target, 0.1, pad=1)
         else:
-            loss, _, _ = chunked_label_smoothed_nll_loss(features, weight, None, target, 0.1, chunk)
+            compiled = kind == "chunked-compiled"
+            loss, _, _ = chunked_label_smoothed_nll_loss(features, weight, None, target, 0.1, chunk, compiled)
         loss.backward()
+        features.grad = weight.grad = None
         return loss
 
+    if device == "cuda" or kind == "chunked-compiled":
+        step()  # warm-up: cuBLAS handles, the allocator, compilation
     if device == "cuda":
-        step()  # warm-up (cuBLAS handles, allocator)
-        features.grad = weight.grad = None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    start = time.perf_counter()
-    loss = step()
+    times, cpu_times = [], []
+    for _ in range(repeat):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     if device == "cuda":
-        torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"criterion": kind, "seconds": time.perf_counter() - start, "peak_mib": peak / 2**20, "loss": loss.item()}
+    return {
+        "criterion": kind, "chunk": chunk, "seconds": statistics.median(times),
+        "cpu_seconds": statistics.median(cpu_times), "peak_mib": round(peak / 2**20),
+        "loss": loss.item(),
+    }
 
 
 def main() -> None:
@@ -345,18 +358,24 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--vocab", type=int, default=32768)
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--chunk", type=int, default=1024)
+    p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--kind", choices=["stock", "chunked"], help="(internal) measure one criterion in this process")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--kinds", nargs="+", default=["stock", "chunked"], choices=["stock", "chunked", "chunked-compiled"])
+    p.add_argument("--one", action="store_true", help="(internal) measure --kinds[0] in this process")
     args = p.parse_args()
-    if args.kind:
+    if args.one:
         torch.set_num_threads(1)
-        print(json.dumps(measure(args.kind, args.tokens, args.vocab, args.dim, args.chunk, args.device, args.dtype)))
+        kind = args.kinds[0]
+        print(json.dumps(measure(kind, args.tokens, args.vocab, args.dim, args.chunk, args.device, args.dtype,
+                                 args.repeat)))
         return
     # One process per criterion: the CPU's peak resident memory cannot be reset within a process.
-    for kind in ("stock", "chunked"):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--kind", kind], capture_output=True, text=True)
+    for kind in args.kinds:
+        options = {k: getattr(args, k) for k in ("tokens", "vocab", "dim", "chunk", "device", "dtype", "repeat")}
+        cmd = [sys.executable, __file__, *(f"--{k}={v}" for k, v in options.items()), "--kinds", kind, "--one"]
+        out = subprocess.run(cmd, capture_output=True, text=True)
         print(out.stdout.strip() or out.stderr[-2000:])
 
 

@@ -147,7 +147,9 @@ class Profile:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-def union_length(intervals: Iterable[Tuple[float, float]], lo: float = float("-inf"), hi: float = float("inf")) -> float:
+def union_length(
+    intervals: Iterable[Tuple[float, float]], lo: float = float("-inf"), hi: float = float("inf")
+) -> float:
     """Length of the union of ``intervals`` clipped to [lo, hi]."""
     total, end = 0.0, float("-inf")
     for s, e in sorted((max(s, lo), min(e, hi)) for s, e in intervals):
