@@ -1,5 +1,6 @@
 """profile_train: a real (CPU) profile of a few fairseq-train updates, and its analysis on hand-made GPU events."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -66,7 +67,7 @@ def test_cpu_profile_writes_summary_trace_and_classes_that_add_up(profiled):
     syncs = summary["host_syncs"]
     assert syncs["per_update"] > 0 and set(syncs["by_name"]) <= pt.SYNC_NAMES
     assert any(".py(" in s["where"] for s in syncs["by_source"])  # --with-stack: source lines
-    trace = json.loads((profiled / "trace.json").read_text())
+    trace = json.loads(gzip.decompress((profiled / pt.TRACE).read_bytes()))
     assert any(e.get("name", "").startswith("ProfilerStep") for e in trace["traceEvents"])
     md = (profiled / "summary.md").read_text()
     assert "| class | ms / update | share |" in md and "Host synchronisations" in md and "Top " in md

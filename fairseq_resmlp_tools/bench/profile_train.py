@@ -7,7 +7,7 @@ Runs fairseq's own train CLI in this process with the fairseq-train arguments gi
   optimizer, copies/casts, communication, other) with shares that add up to the total, the top kernels,
   wall time per update against device busy time (the gaps), host-side op time, data-loading time per update
   and the host synchronisations per update (by name, and by source line with ``--with-stack``);
-- ``trace.json``: the Chrome trace of the active updates (chrome://tracing or https://ui.perfetto.dev).
+- ``trace.json.gz``: the Chrome trace of the active updates, gzipped (https://ui.perfetto.dev opens it as is).
 
 On a GPU the classes are CUDA kernels (device time); on a CPU-only machine they are the CPU ops' self time, so
 the tool (and its test) also runs without CUDA. Two summaries side by side: ``--compare DIR_A DIR_B``.
@@ -45,6 +45,7 @@ CLASSES = (
 OPTIMIZER_RANGE = "profile_train::optimizer"
 STEP_RANGE = "profile_train::train_step"
 DATA_RANGE = "profile_train::data_loading"
+TRACE = "trace.json.gz"  # a real model's trace is hundreds of MB as plain JSON
 
 # Ops that make the host wait for the device when their tensors live on it; nested ones are counted once.
 SYNC_NAMES = frozenset(
@@ -452,7 +453,7 @@ class TrainProfiler:
         import torch
 
         self.out.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(self.out / "trace.json"))
+        prof.export_chrome_trace(str(self.out / TRACE))
         first = self.wait + self.warmup
         data = [self.data_loading_s[i] for i in range(first, first + self.active) if i in self.data_loading_s]
         profile = profile_from_events(prof.events(), self.device, data)
@@ -460,14 +461,14 @@ class TrainProfiler:
             "updates": {"wait": self.wait, "warmup": self.warmup, "active": self.active},
             "device_name": torch.cuda.get_device_name() if self.device == "cuda" else "cpu",
             "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None,
-            "trace": "trace.json",
+            "trace": TRACE,
         }
         self.summary = summarise(profile, top=self.top)
 
 
 def run(train_args: Sequence[str], out: Path, wait: int = 5, warmup: int = 3, active: int = 5,
         with_stack: bool = False, top: int = 20) -> Dict[str, Any]:
-    """Profile fairseq-train with ``train_args``; write summary.md, summary.json and trace.json to ``out``."""
+    """Profile fairseq-train with ``train_args``; write summary.md, summary.json and the trace to ``out``."""
     from fairseq_cli import train as fairseq_train
 
     if wait < 0 or warmup < 0 or active < 1:
@@ -544,7 +545,7 @@ def to_markdown(s: Dict[str, Any]) -> str:
     for k in s["top_kernels"]:
         name = k["name"] if len(k["name"]) <= 90 else k["name"][:87] + "..."
         lines.append(f"| `{name}` | {k['class']} | {k['calls']} | {k['ms']:.2f} | {100 * k['share']:.1f}% |")
-    lines += ["", f"Trace: `{s.get('trace', 'trace.json')}`.", ""]
+    lines += ["", f"Trace: `{s.get('trace', TRACE)}`.", ""]
     return "\n".join(lines)
 
 
@@ -603,7 +604,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", type=Path, help="folder for summary.md, summary.json and trace.json")
+    p.add_argument("--out", type=Path, help=f"folder for summary.md, summary.json and {TRACE}")
     p.add_argument("--wait", type=int, default=5, help="updates before recording starts (default %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="profiler warm-up updates, not recorded (default %(default)s)")
     p.add_argument("--active", type=int, default=5, help="recorded updates (default %(default)s)")
@@ -624,7 +625,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"profile_train: error: {e}", file=sys.stderr)
         return 2
     print(to_markdown(summary))
-    print(f"written: {args.out / 'summary.md'}, {args.out / 'summary.json'}, {args.out / 'trace.json'}")
+    print(f"written: {args.out / 'summary.md'}, {args.out / 'summary.json'}, {args.out / TRACE}")
     return 0
 
 
