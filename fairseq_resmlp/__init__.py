@@ -6,6 +6,7 @@ architectures ``resmlp_6``, ``resmlp_12``, ``resmlp_small``, ``resmlp_tiny``.
 """
 
 from ._compat import allow_fairseq_checkpoint_globals
+from .criterions import ChunkedLabelSmoothedCrossEntropyCriterion  # noqa: F401  (registers the criterion)
 from .models import ResMLPCheckpointError, ResMLPConfig, ResMLPModel, count_parameters
 
 __version__ = "0.1.0"

@@ -137,6 +137,13 @@ class ResMLPModel(FairseqEncoderDecoderModel):
                 f"{tuple(own[key].shape)}: the checkpoint was trained with different model options"
             )
 
+    def forward(
+        self, src_tokens: Tensor, src_lengths: Tensor, prev_output_tokens: Tensor, features_only: bool = False, **kwargs
+    ):
+        """Encode then decode; ``features_only`` (decoder only) skips the output projection, for fused criteria."""
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, **kwargs)
+        return self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only, **kwargs)
+
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())
 
