@@ -1,13 +1,13 @@
 """Small-data recipe: train on Multi30k (or any small corpus prepared with data_prep) for a fixed time, then
 average the last epoch checkpoints and score the test set.
 
-    python -m data_prep.parallel --src en --tgt de --out prepared/multi30k-en-de --vocab-size 8000 \
+    resmlp-prepare --src en --tgt de --out prepared/multi30k-en-de --vocab-size 8000 \
         --train ../shared/data/multi30k/train --valid ../shared/data/multi30k/val \
         --test ../shared/data/multi30k/test_2016_flickr
-    python scripts/train_small.py --arch resmlp_small --data prepared/multi30k-en-de --time-budget-minutes 10
-    python scripts/train_small.py --arch transformer_iwslt_de_en --data prepared/multi30k-en-de --time-budget-minutes 10
-    python scripts/train_small.py ... --dry-run                 # print the commands only
-    python scripts/train_small.py ... -- --max-update 2000      # extra fairseq-train options go after --
+    resmlp-train-small --arch resmlp_small --data prepared/multi30k-en-de --time-budget-minutes 10
+    resmlp-train-small --arch transformer_iwslt_de_en --data prepared/multi30k-en-de --time-budget-minutes 10
+    resmlp-train-small ... --dry-run                 # print the commands only
+    resmlp-train-small ... -- --max-update 2000      # extra fairseq-train options go after --
 
 Both architectures get the same training recipe, so that equal time means an equal comparison: Adam
 (0.9, 0.98), lr 1e-3 with 1000 warm-up updates then inverse square root decay, label smoothing 0.1,
@@ -19,7 +19,7 @@ checkpoint saving (it survives restarts), not counting start-up, averaging and t
 
 Steps (printed before they run): 1. fairseq-train into SAVE_DIR (console output also in SAVE_DIR/train.log);
 2. average the last ``--average-last`` epoch checkpoints; 3. evaluate the average on the test split with
-scripts/evaluate.py (beam 4; SAVE_DIR/eval/test_avg.json and .hyp); 4. plot the curves (SAVE_DIR/training.png).
+resmlp-evaluate (beam 4; SAVE_DIR/eval/test_avg.json and .hyp); 4. plot the curves (SAVE_DIR/training.png).
 Killed at any point (even kill -9), the same command resumes: finished steps are skipped and training
 continues from checkpoint_last.pt. More in docs/evaluation.md.
 """
@@ -31,34 +31,20 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts._common import USER_DIR, ScriptError, fairseq_command, run_main
-from scripts._recipe import (
-    Recipe,
-    cuda_device_count,
-    data_languages,
-    finishing_steps,
-    logging_args,
-    train_step,
-    valid_bleu_args,
-)
+from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools.recipes import fairseq_args
+from fairseq_resmlp_tools.recipes.runner import Recipe
+from fairseq_resmlp_tools.recipes.steps import cuda_device_count, finishing_steps, recipe_languages, train_step
 
 ARCHS = ("resmlp_small", "transformer_iwslt_de_en", "resmlp_tiny", "resmlp_6", "transformer")
 
 
 def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -> List[str]:
     cmd = [
-        fairseq_command("fairseq-train"), str(args.data / "data-bin"),
-        "--user-dir", str(USER_DIR),
-        "--task", "translation", "--source-lang", src, "--target-lang", tgt,
-        "--arch", args.arch, "--share-all-embeddings",
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
-        "--lr", str(args.lr), "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", str(args.warmup), "--warmup-init-lr", "1e-07",
-        "--weight-decay", "0.0001",
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        *fairseq_args.train_command(args.data / "data-bin", args.arch, src, tgt),
+        *fairseq_args.adam_inverse_sqrt(args.lr, args.warmup, warmup_init_lr=1e-07),
+        "--clip-norm", "0.0", "--weight-decay", "0.0001",
+        *fairseq_args.label_smoothing(0.1),
         "--max-tokens", str(args.max_tokens),
         # Validation BLEU decodes step by step: bigger validation batches mean fewer decoding loops.
         "--max-tokens-valid", str(4 * args.max_tokens),
@@ -71,21 +57,18 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -
         "--save-interval", str(args.save_interval), "--validate-interval", str(args.save_interval),
         "--keep-last-epochs", str(args.average_last),
         "--seed", str(args.seed),
-        *logging_args(args.log_interval),
+        *fairseq_args.logging_args(args.log_interval),
     ]
     if args.dropout is not None:
         cmd += ["--dropout", str(args.dropout)]
     if args.valid_bleu:
-        cmd += valid_bleu_args()
-    if use_gpu:
-        cmd += ["--fp16", "--distributed-world-size", "1"]
-    else:
-        cmd += ["--cpu"]
+        cmd += fairseq_args.valid_bleu_args()
+    cmd += fairseq_args.device_args(1 if use_gpu else 0)
     return cmd + list(args.fairseq_args)
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
-    src, tgt = data_languages(args.data, args.source_lang, args.target_lang)
+    src, tgt = recipe_languages(args.data, args.source_lang, args.target_lang)
     use_gpu = not args.cpu and cuda_device_count() > 0
     if args.save_dir is None:
         args.save_dir = Path("runs") / f"small_{args.data.name}_{src}-{tgt}_{args.arch}"
@@ -104,7 +87,7 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_small.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="resmlp-train-small", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=ARCHS, default="resmlp_small", help="model architecture (default %(default)s)")
     p.add_argument("--data", type=Path, required=True, help="data_prep output directory (manifest.json, spm.model, raw/, data-bin/)")
     p.add_argument("--time-budget-minutes", type=float, default=10.0,
@@ -132,16 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.fairseq_args and args.fairseq_args[0] == "--":
         args.fairseq_args = args.fairseq_args[1:]
     if args.time_budget_minutes <= 0:
-        raise ScriptError("--time-budget-minutes must be positive")
+        raise ToolError("--time-budget-minutes must be positive")
     if args.average_last < 1:
-        raise ScriptError("--average-last must be at least 1")
+        raise ToolError("--average-last must be at least 1")
     if args.save_interval < 1:
-        raise ScriptError("--save-interval must be at least 1")
+        raise ToolError("--save-interval must be at least 1")
     recipe = build_recipe(args)
     recipe.run(dry_run=args.dry_run)
     if not args.dry_run:
@@ -149,5 +132,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console-script entry point."""
+    return run_cli(_main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

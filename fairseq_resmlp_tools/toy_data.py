@@ -8,23 +8,21 @@ seconds on a CPU. Layout (the same names as ``python -m data_prep.parallel`` wri
     OUT/raw/{train,valid,test}.{src,tgt}
     OUT/data-bin/       fairseq-preprocess --joined-dictionary output
 
-    python -m scripts._toy_data OUT [--train 2000 --valid 40 --test 21]
+    python -m fairseq_resmlp_tools.toy_data OUT [--train 2000 --valid 40 --test 21]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts._common import ScriptError, child_env, fairseq_command, run_main
+from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._fs import write_json_atomic
+from fairseq_resmlp_tools.fairseq_io import fairseq_command
 
 _WORDS = (
     "the a small big red blue green old young man woman dog cat child house street car ball tree water "
@@ -98,22 +96,22 @@ def build_toy_data(
         "--testpref", str(pieces / "test"), "--destdir", str(out / "data-bin"),
         "--joined-dictionary", "--workers", "1",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ScriptError(f"fairseq-preprocess failed:\n{proc.stderr[-2000:]}")
+        raise ToolError(f"fairseq-preprocess failed:\n{proc.stderr[-2000:]}")
     manifest = {
         "format": 1,
-        "tool": "scripts._toy_data",
+        "tool": "fairseq_resmlp_tools.toy_data",
         "languages": {"src": src, "tgt": tgt},
         "line_counts": {split: {"binarized": n} for split, n in sizes.items()},
         "spm": {"model": "spm.model"},
         "fairseq": {"data_bin": "data-bin", "joined_dictionary": True},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "manifest.json", manifest)
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="output directory")
     p.add_argument("--train", type=int, default=2000, help="training pairs (default %(default)s)")
@@ -126,5 +124,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Module entry point."""
+    return run_cli(_main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())
