@@ -17,8 +17,8 @@ from typing import Iterable, Iterator, List, Optional, Sequence, TextIO
 
 import sentencepiece as spm
 
-from data_prep.errors import DataPrepError
 from data_prep.cli import cli
+from data_prep.errors import DataPrepError
 from fairseq_resmlp_tools.fairseq_io import order_hypotheses, parse_generate_output
 
 

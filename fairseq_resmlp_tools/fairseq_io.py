@@ -182,3 +182,18 @@ def last_update(path: Path) -> int:
         if key in record:
             last = int(float(record[key]))
     return last
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m fairseq_resmlp_tools.fairseq_io last-update LOG``: the shell scripts' way to read a log."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m fairseq_resmlp_tools.fairseq_io", description=main.__doc__)
+    p.add_argument("what", choices=("last-update",))
+    p.add_argument("log", type=Path, help="fairseq-train console output with --log-format json")
+    print(last_update(p.parse_args(argv).log))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,7 @@ from fairseq_resmlp_tools._cli import ToolError, run_cli
 from fairseq_resmlp_tools._fs import atomic_path
 from fairseq_resmlp_tools.fairseq_io import read_json_log
 
+
 @dataclass
 class RunLog:
     """The records of one run, by update: ``train`` (every --log-interval updates) and ``epochs`` (end-of-epoch
