@@ -84,16 +84,17 @@ def mmap_index_count(idx: Path) -> int:
 
 # --- fairseq-generate ------------------------------------------------------------------------------------
 
-_HYPOTHESIS = re.compile(r"^H-(\d+)\t([^\t]*)\t(.*)$")
+_OUTPUT_LINE = re.compile(r"^([A-Z])-(\d+)\t([^\t]*)\t(.*)$")
 
 
-def parse_generate_output(lines: Iterable[str]) -> List[Tuple[int, str]]:
-    """(sentence id, hypothesis) for every ``H-`` line of fairseq-generate's output, in the printed order."""
+def parse_generate_output(lines: Iterable[str], prefix: str = "H") -> List[Tuple[int, str]]:
+    """(sentence id, text) for every ``H-`` line (or ``D-``, detokenized, with ``prefix="D"``) of
+    fairseq-generate's or fairseq-interactive's output, in the printed order."""
     found = []
     for line in lines:
-        m = _HYPOTHESIS.match(line.rstrip("\n"))
-        if m:
-            found.append((int(m.group(1)), m.group(3)))
+        m = _OUTPUT_LINE.match(line.rstrip("\n"))
+        if m and m.group(1) == prefix:
+            found.append((int(m.group(2)), m.group(4)))
     return found
 
 

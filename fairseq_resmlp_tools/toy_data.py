@@ -18,7 +18,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import ToolError, run_cli
 from fairseq_resmlp_tools._fs import write_json_atomic
@@ -37,6 +37,7 @@ def _cipher(word: str) -> str:
 
 
 def toy_pairs(n: int, rng: random.Random) -> List[Tuple[str, str]]:
+    """``n`` (source, target) sentence pairs: 2-9 words, some hyphenated compounds, target = cipher of source."""
     pairs = []
     for _ in range(n):
         words = [rng.choice(_WORDS) for _ in range(rng.randint(2, 9))]
@@ -47,6 +48,19 @@ def toy_pairs(n: int, rng: random.Random) -> List[Tuple[str, str]]:
         tgt = " ".join("-".join(_cipher(p) for p in w.split("-")) for w in words).capitalize() + "."
         pairs.append((src, tgt))
     return pairs
+
+
+def write_toy_corpus(folder: Path, sizes: Dict[str, int], seed: int = 0) -> Dict[str, Tuple[List[str], List[str]]]:
+    """Write ``{split}.src`` / ``{split}.tgt`` (one sentence a line) to ``folder``; returns {split: (sources, targets)}."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = {}
+    for split, n in sizes.items():
+        pairs = toy_pairs(n, rng)
+        corpus[split] = ([s for s, _ in pairs], [t for _, t in pairs])
+        for side, lines in zip(("src", "tgt"), corpus[split]):
+            (folder / f"{split}.{side}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return corpus
 
 
 def build_toy_data(
