@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -24,3 +25,13 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Opti
     except BrokenPipeError:  # output piped into head & co.: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def console_script(main: Callable[[Optional[Sequence[str]]], Optional[int]]) -> Callable[..., int]:
+    """Decorator for a tool's ``main(argv)``: run through :func:`run_cli`, so errors print as ``error: ...``."""
+
+    @functools.wraps(main)
+    def entry(argv: Optional[Sequence[str]] = None) -> int:
+        return run_cli(main, argv)
+
+    return entry

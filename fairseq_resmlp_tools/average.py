@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import atomic_path
 
 _BY_UPDATE = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")
@@ -168,7 +168,8 @@ def resolve_inputs(
     return list(inputs)
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="resmlp-average", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -195,10 +196,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

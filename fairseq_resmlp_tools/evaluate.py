@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, write_json_atomic, write_text_atomic
 from fairseq_resmlp_tools.fairseq_io import (
     fairseq_command,
@@ -442,16 +442,13 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     result = evaluate(args)
     print(format_table(result))
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

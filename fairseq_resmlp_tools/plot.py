@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import atomic_path
 from fairseq_resmlp_tools.fairseq_io import read_json_log
 
@@ -165,7 +165,8 @@ def plot(runs: Sequence[RunLog], output: Path, loss_key: str = "loss", time_unit
     plt.close(fig)
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="plot_training.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", type=Path, nargs="+", help="fairseq-train JSON logs, one per run")
     p.add_argument("-o", "--output", type=Path, default=Path("training.png"), help="image to write (default %(default)s)")
@@ -187,10 +188,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import write_json_atomic
 from fairseq_resmlp_tools.fairseq_io import fairseq_command
 
@@ -125,7 +125,8 @@ def build_toy_data(
     return out
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="output directory")
     p.add_argument("--train", type=int, default=2000, help="training pairs (default %(default)s)")
@@ -137,10 +138,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     print(args.out)
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Module entry point."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

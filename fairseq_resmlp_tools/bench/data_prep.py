@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from data_prep.report import format_table
-from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._cli import ToolError, console_script
 
 # Stages whose cost does not grow with the corpus: SentencePiece trains on a fixed-size sample.
 FIXED_COST = {"spm-train"}
@@ -70,7 +70,8 @@ def stage_rows(m: Dict, startup: float, target: int) -> List[list]:
     return rows
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="resmlp-benchmark-data-prep", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("RESMLP_DATA", "../shared/data")) / "tatoeba",
@@ -99,10 +100,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         ))
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point (resmlp-benchmark-data-prep)."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools.model_size import count_parameters
 
 if TYPE_CHECKING:  # fairseq and torch are imported when a benchmark runs, not for --help
@@ -390,7 +390,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
     )
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = config_from_args(build_parser().parse_args(argv))
     report = run(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -402,10 +403,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {cfg.out / 'results.json'}, {cfg.out / 'table.txt'} and {cfg.out / 'benchmark.png'}")
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point (resmlp-benchmark)."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

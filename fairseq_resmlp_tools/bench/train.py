@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools.fairseq_io import format_command, read_json_log
 from fairseq_resmlp_tools.recipes import fairseq_args
 
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     if not a.data.is_dir():
         raise ToolError(f"data directory {a.data} does not exist")
@@ -98,10 +99,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     (a.out / "train_speed.txt").write_text(table + "\n")
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point (resmlp-benchmark-train)."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

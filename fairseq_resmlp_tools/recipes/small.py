@@ -32,10 +32,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
-from fairseq_resmlp_tools.recipes import fairseq_args
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools.recipes import fairseq_args, steps
 from fairseq_resmlp_tools.recipes.runner import Recipe
-from fairseq_resmlp_tools.recipes.steps import cuda_device_count, finishing_steps, recipe_languages, train_step
 
 ARCHS = ("resmlp_small", "transformer_iwslt_de_en", "resmlp_tiny", "resmlp_6", "transformer")
 
@@ -69,14 +68,14 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
-    src, tgt = recipe_languages(args.data, args.source_lang, args.target_lang)
-    use_gpu = not args.cpu and cuda_device_count() > 0
+    src, tgt = steps.recipe_languages(args.data, args.source_lang, args.target_lang)
+    use_gpu = not args.cpu and steps.cuda_device_count() > 0
     if args.save_dir is None:
         args.save_dir = Path("runs") / f"small_{args.data.name}_{src}-{tgt}_{args.arch}"
     save = args.save_dir
-    steps = [
-        train_step(train_command(args, src, tgt, use_gpu), save),
-        *finishing_steps(save, "--num-epoch-checkpoints", args.average_last, [
+    commands = [
+        steps.train_step(train_command(args, src, tgt, use_gpu), save),
+        *steps.finishing_steps(save, "--num-epoch-checkpoints", args.average_last, [
             "--data", str(args.data), "--split", args.split, "--source-lang", src, "--target-lang", tgt,
             "--beam", str(args.beam), "--lenpen", str(args.lenpen),
             "--output", str(save / "eval" / f"{args.split}_avg.json"), *([] if use_gpu else ["--cpu"]),
@@ -84,7 +83,7 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     ]
     device = "1 GPU, fp16" if use_gpu else "CPU"
     title = f"{args.arch} on {args.data} {src}->{tgt}, {args.time_budget_minutes:g} min of training on {device}"
-    return Recipe(save, steps, title)
+    return Recipe(save, commands, title)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,38 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate and save a checkpoint every N epochs (default %(default)s)")
     p.add_argument("--average-last", type=int, default=5, help="average the last N saved epoch checkpoints (default %(default)s)")
     p.add_argument("--split", default="test", help="data split to evaluate (default %(default)s)")
-    p.add_argument("--beam", type=int, default=4, help="beam size for the evaluation (default %(default)s)")
-    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty for the evaluation (default %(default)s)")
-    p.add_argument("--no-valid-bleu", dest="valid_bleu", action="store_false",
-                   help="do not compute validation BLEU during training (faster; the plot then has no BLEU)")
-    p.add_argument("--log-interval", type=int, default=50, help="updates between training log records (default %(default)s)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
-    p.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="after --: more fairseq-train options (they win over the recipe's)")
+    steps.add_recipe_args(p, log_interval=50)
     return p
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.fairseq_args and args.fairseq_args[0] == "--":
-        args.fairseq_args = args.fairseq_args[1:]
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = steps.parse_recipe_args(build_parser(), argv)
     if args.time_budget_minutes <= 0:
         raise ToolError("--time-budget-minutes must be positive")
     if args.average_last < 1:
         raise ToolError("--average-last must be at least 1")
     if args.save_interval < 1:
         raise ToolError("--save-interval must be at least 1")
-    recipe = build_recipe(args)
-    recipe.run(dry_run=args.dry_run)
-    if not args.dry_run:
-        print(f"result: {args.save_dir / 'eval' / f'{args.split}_avg.json'}")
-    return 0
+    return steps.run_recipe(build_recipe(args), args.dry_run, args.save_dir / "eval" / f"{args.split}_avg.json")
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

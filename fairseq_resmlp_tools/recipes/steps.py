@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import ToolError
 from fairseq_resmlp_tools.prepared_data import data_languages
 from fairseq_resmlp_tools.recipes.checkpoints import repair_last_checkpoint
-from fairseq_resmlp_tools.recipes.runner import Step
+from fairseq_resmlp_tools.recipes.runner import Recipe, Step
 
 
 def cuda_device_count() -> int:
@@ -63,3 +64,33 @@ def finishing_steps(save: Path, average_flag: str, average_last: int, evaluate_a
         Step("evaluate", [*tool("evaluate"), str(average), *evaluate_args]),
         Step("plot", [*tool("plot"), str(save / "train.log"), "--labels", label, "-o", str(save / "training.png")]),
     ]
+
+
+def parse_recipe_args(p: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse a recipe's command line; ``fairseq_args`` are the options after ``--`` (without it)."""
+    args = p.parse_args(argv)
+    if args.fairseq_args and args.fairseq_args[0] == "--":  # argparse.REMAINDER keeps the separator
+        args.fairseq_args = args.fairseq_args[1:]
+    return args
+
+
+def run_recipe(recipe: Recipe, dry_run: bool, result: Path) -> int:
+    """Print the recipe's commands, run them unless ``dry_run``, and name the result file."""
+    recipe.run(dry_run=dry_run)
+    if not dry_run:
+        print(f"result: {result}")
+    return 0
+
+
+def add_recipe_args(p: argparse.ArgumentParser, log_interval: int) -> None:
+    """The options every recipe has; call last (the fairseq-train options after ``--`` end the command line)."""
+    p.add_argument("--beam", type=int, default=4, help="beam size for the evaluation (default %(default)s, the paper's)")
+    p.add_argument("--no-valid-bleu", dest="valid_bleu", action="store_false",
+                   help="do not compute validation BLEU during training (faster; the plot then has no BLEU)")
+    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty for the evaluation (default %(default)s)")
+    p.add_argument("--log-interval", type=int, default=log_interval,
+                   help="updates between training log records (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    p.add_argument("fairseq_args", nargs=argparse.REMAINDER,
+                   help="after --: more fairseq-train options (they win over the recipe's)")

@@ -36,10 +36,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from fairseq_resmlp_tools._cli import ToolError, run_cli
-from fairseq_resmlp_tools.recipes import fairseq_args
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools.recipes import fairseq_args, steps
 from fairseq_resmlp_tools.recipes.runner import Recipe
-from fairseq_resmlp_tools.recipes.steps import cuda_device_count, finishing_steps, recipe_languages, train_step
 
 PAIRS = ("en-de", "de-en", "en-fr", "fr-en")
 OTT_BATCH_TOKENS = 3584 * 128  # fairseq's scaling_nmt recipe: --max-tokens 3584 on 128 GPUs (or 8 x --update-freq 16)
@@ -84,14 +83,14 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, gpus: int) -> Li
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
     src, tgt = args.pair.split("-")
-    data_src, data_tgt = recipe_languages(args.data, src, tgt)
-    gpus = 0 if args.cpu else (args.gpus if args.gpus is not None else cuda_device_count())
+    data_src, data_tgt = steps.recipe_languages(args.data, src, tgt)
+    gpus = 0 if args.cpu else (args.gpus if args.gpus is not None else steps.cuda_device_count())
     if args.save_dir is None:
         args.save_dir = Path("runs") / f"wmt14_{args.pair}_{args.arch}"
     save = args.save_dir
-    steps = [
-        train_step(train_command(args, data_src, data_tgt, gpus), save),
-        *finishing_steps(save, "--num-update-checkpoints", args.average_last, [
+    commands = [
+        steps.train_step(train_command(args, data_src, data_tgt, gpus), save),
+        *steps.finishing_steps(save, "--num-update-checkpoints", args.average_last, [
             "--data", str(args.data), "--split", "test", "--source-lang", data_src, "--target-lang", data_tgt,
             "--beam", str(args.beam), "--lenpen", str(args.lenpen), "--output", str(save / "eval" / "test_avg.json"),
             *(["--fp16"] if gpus > 0 else ["--cpu"]),
@@ -101,7 +100,7 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     device = f"{gpus} GPU(s), fp16" if gpus else "CPU"
     title = (f"{args.arch} WMT14 {src}->{tgt} on {device}: up to {per_update:,} tokens per update "
              f"(target {args.batch_tokens:,}), {args.max_update:,} updates")
-    return Recipe(save, steps, title)
+    return Recipe(save, commands, title)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,34 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, help="dropout (default 0.15 for En-De, 0.1 for En-Fr)")
     p.add_argument("--save-interval-updates", type=int, default=1000, help="checkpoint every N updates (default %(default)s)")
     p.add_argument("--average-last", type=int, default=10, help="average the last N update checkpoints (default %(default)s)")
-    p.add_argument("--beam", type=int, default=4, help="beam size for the evaluation (default %(default)s, the paper's)")
-    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty for the evaluation (default %(default)s)")
-    p.add_argument("--no-valid-bleu", dest="valid_bleu", action="store_false", help="no validation BLEU during training")
-    p.add_argument("--log-interval", type=int, default=100, help="updates between training log records (default %(default)s)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
-    p.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="after --: more fairseq-train options (they win over the recipe's)")
+    steps.add_recipe_args(p, log_interval=100)
     return p
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.fairseq_args and args.fairseq_args[0] == "--":
-        args.fairseq_args = args.fairseq_args[1:]
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = steps.parse_recipe_args(build_parser(), argv)
     if args.gpus is not None and args.gpus < 1:
         raise ToolError("--gpus must be at least 1 (use --cpu for the CPU)")
     if args.max_tokens < 1 or args.batch_tokens < 1:
         raise ToolError("--max-tokens and --batch-tokens must be positive")
-    recipe = build_recipe(args)
-    recipe.run(dry_run=args.dry_run)
-    if not args.dry_run:
-        print(f"result: {args.save_dir / 'eval' / 'test_avg.json'}")
-    return 0
+    return steps.run_recipe(build_recipe(args), args.dry_run, args.save_dir / "eval" / "test_avg.json")
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
-    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":
