@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import Dict, Mapping
 from tqdm import tqdm
 
 from data_prep.errors import DataPrepError
+from fairseq_resmlp_tools.fairseq_io import mmap_index_count  # noqa: F401  (pipeline and report use it from here)
 
-_MMAP_MAGIC = b"MMIDIDX\x00\x00"
 _SUMMARY_RE = re.compile(
     r"\[(?P<lang>[^\]]+)\] (?P<file>\S+): (?P<sents>\d+) sents, (?P<tokens>\d+) tokens"
     r"(?:, (?P<unk>[0-9.e+-]+)% replaced)?"
@@ -77,12 +76,3 @@ def run_preprocess(
             "unk_percent": float(m.group("unk") or 0.0),
         }
     return summary
-
-
-def mmap_index_count(idx: Path) -> int:
-    """Number of sequences in a fairseq ``mmap`` dataset, read from its ``.idx`` header."""
-    with open(idx, "rb") as f:
-        header = f.read(26)
-    if len(header) < 26 or header[:9] != _MMAP_MAGIC:
-        raise DataPrepError(f"{idx}: not a fairseq mmap index")
-    return struct.unpack("<Q", header[18:26])[0]

@@ -10,6 +10,7 @@ from typing import Callable, List, Optional, Sequence
 
 from data_prep.errors import DataPrepError
 from data_prep.pipeline import Options
+from fairseq_resmlp_tools._cli import run_cli
 
 
 def add_common_args(parser: argparse.ArgumentParser, vocab_size: int, spm_sample: int) -> None:
@@ -56,15 +57,10 @@ def options_from_args(args: argparse.Namespace, src: str, tgt: str) -> Options:
 
 def cli(run: Callable[[argparse.Namespace, List[str]], None], parser: argparse.ArgumentParser,
         argv: Optional[Sequence[str]] = None) -> int:
-    """Parse, run, and turn a DataPrepError into ``error: ...`` and exit status 1."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    try:
-        run(args, argv)
-    except DataPrepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    """Parse and run; a DataPrepError (a ToolError) becomes ``error: ...`` and exit status 1."""
+
+    def main(args_list: Optional[Sequence[str]]) -> int:
+        run(parser.parse_args(args_list), list(args_list or []))
+        return 0
+
+    return run_cli(main, list(sys.argv[1:] if argv is None else argv))

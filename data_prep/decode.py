@@ -11,39 +11,27 @@ spaces; it leaves byte-fallback pieces such as ``<0xE2>`` in the text. Decoding 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, TextIO
 
 import sentencepiece as spm
 
-from data_prep.errors import DataPrepError
 from data_prep.cli import cli
+from data_prep.errors import DataPrepError
+from fairseq_resmlp_tools.fairseq_io import order_hypotheses, parse_generate_output
 
-_HYPOTHESIS_RE = re.compile(r"^H-(\d+)\t[^\t]*\t(.*)$")
 
-
-def hypotheses(lines: Iterable[str]) -> List[str]:
-    """The ``H-<id>`` lines of fairseq-generate output, in id order (first hypothesis per id)."""
-    found = {}
-    for line in lines:
-        m = _HYPOTHESIS_RE.match(line.rstrip("\n"))
-        if m and int(m.group(1)) not in found:
-            found[int(m.group(1))] = m.group(2)
-    if not found:
-        raise DataPrepError("no H-<id> lines found: is this fairseq-generate output?")
-    missing = sorted(set(range(max(found) + 1)) - set(found))
-    if missing:
-        raise DataPrepError(f"fairseq-generate output lacks {len(missing)} sentence(s), e.g. id {missing[0]}")
-    return [found[i] for i in range(len(found))]
+def hypotheses(lines: Iterable[str], where: str = "fairseq-generate output") -> List[str]:
+    """The ``H-<id>`` lines of fairseq-generate output, in id order; every id from 0 exactly once."""
+    return order_hypotheses(parse_generate_output(lines), None, where)
 
 
 def decode_lines(model: Path, pieces: Iterable[str]) -> Iterator[str]:
     """Decode lines of space-separated pieces with the SentencePiece model."""
     sp = spm.SentencePieceProcessor(model_file=str(model))
     for line in pieces:
-        yield sp.decode_pieces(line.split())
+        yield sp.decode(line.split())
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -51,7 +39,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> None:
         raise DataPrepError(f"{args.spm}: no such SentencePiece model")
     source: TextIO = open(args.generate or args.input, encoding="utf-8") if (args.generate or args.input) else sys.stdin
     with source:
-        lines = hypotheses(source) if args.generate else [line.rstrip("\n") for line in source]
+        lines = hypotheses(source, str(args.generate)) if args.generate else [line.rstrip("\n") for line in source]
     for text in decode_lines(args.spm, lines):
         sys.stdout.write(text + "\n")
 

@@ -14,20 +14,19 @@ training text ``work/clean.{src,tgt}`` and the normalised evaluation text ``raw/
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 from data_prep import binarize, report, subword
 from data_prep.clean import filter_lengths
 from data_prep.errors import DataPrepError
 from data_prep.stages import ChecksumCache, Stage, StageContext, StageResult, StageRunner, write_json_atomic
 from data_prep.textio import count_lines
+from fairseq_resmlp_tools import _fs
 
 # Bump when a stage's code changes what it writes, so that old stamps stop matching.
 STAGE_VERSIONS = {
@@ -97,19 +96,9 @@ class Layout:
         return self.data_bin / f"{split}.{self.src}-{self.tgt}"
 
 
-@contextmanager
-def output_lock(out: Path) -> Iterator[None]:
+def output_lock(out: Path) -> ContextManager[None]:
     """One run per output directory at a time: two would overwrite each other's temporary files."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataPrepError(f"{out} is in use by another data_prep run") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return _fs.output_lock(out, what="data_prep run")
 
 
 class Pipeline:

@@ -19,18 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from data_prep.errors import DataPrepError
+from fairseq_resmlp_tools._fs import tmp_path, write_json_atomic
 
 STAMP_FORMAT = 1
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary name and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def remove_path(path: Path) -> None:
@@ -113,11 +104,6 @@ class StageContext:
         if final not in self.stage.outputs:
             raise ValueError(f"{final} is not an output of stage {self.stage.name}")
         return tmp_path(final)
-
-
-def tmp_path(final: Path) -> Path:
-    """The hidden temporary name next to ``final`` (same directory, so rename is atomic)."""
-    return final.with_name(f".{final.name}.tmp")
 
 
 class StageRunner:

@@ -27,6 +27,14 @@ def allow_fairseq_checkpoint_globals() -> None:
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is None:  # torch < 2.4 loads everything anyway
         return
+    add_safe_globals(fairseq_checkpoint_globals())
+
+
+def fairseq_checkpoint_globals() -> list:
+    """The plain-data types fairseq checkpoints (and their broadcast between ranks) hold besides tensors.
+
+    The one allow-list: the tools load checkpoints under ``torch.serialization.safe_globals`` of it too.
+    """
     from fairseq.distributed.utils import _TensorPlaceholder
     from omegaconf import DictConfig, ListConfig, base, nodes
 
@@ -36,23 +44,21 @@ def allow_fairseq_checkpoint_globals() -> None:
                      "PathNode")
         if hasattr(nodes, name)
     ]
-    add_safe_globals(
-        [
-            _TensorPlaceholder,
-            DictConfig,
-            ListConfig,
-            base.ContainerMetadata,
-            base.Metadata,
-            *value_nodes,
-            typing.Any,
-            collections.defaultdict,
-            dict,
-            list,
-            int,
-            argparse.Namespace,
-            *_numpy_array_globals(),
-        ]
-    )
+    return [
+        _TensorPlaceholder,
+        DictConfig,
+        ListConfig,
+        base.ContainerMetadata,
+        base.Metadata,
+        *value_nodes,
+        typing.Any,
+        collections.defaultdict,
+        dict,
+        list,
+        int,
+        argparse.Namespace,
+        *_numpy_array_globals(),
+    ]
 
 
 def _numpy_array_globals() -> list:

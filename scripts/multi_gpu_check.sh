@@ -4,40 +4,53 @@
 #   the 2-GPU run is killed (SIGKILL) mid-way and started again with the same command, which must resume.
 # Usage: bash scripts/multi_gpu_check.sh DATA_BIN OUT_DIR [UPDATES]
 # Prints tokens/s of both runs, the scaling efficiency and how far the two loss curves are apart.
+# Runs with the python of RESMLP_VENV (default .venv), where fairseq and fairseq-resmlp are installed.
 set -uo pipefail
 data="$1"; out="$2"; updates="${3:-300}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="${RESMLP_VENV:-$repo/.venv}/bin/python"
 export NCCL_NVLS_ENABLE=0 PYTHONWARNINGS=ignore  # NVLink multicast off, as the device machines require
-train() {  # train SAVE_DIR UPDATE_FREQ
-  fairseq-train "$data" --user-dir "$repo/fairseq_resmlp" --arch resmlp_6 --share-all-embeddings --fp16 \
-    --optimizer adam --adam-betas "(0.9, 0.98)" --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 100 \
-    --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --dropout 0.1 --max-tokens 8192 \
-    --update-freq "$2" --max-update "$updates" --save-dir "$1" --save-interval-updates 50 --no-epoch-checkpoints \
-    --disable-validation --log-format json --log-interval 10 --seed 1 --num-workers 2
+# The recipes' flag sets, from the one place that defines them (one flag a line).
+mapfile -t optim < <("$py" -m fairseq_resmlp_tools.recipes.fairseq_args adam-inverse-sqrt --lr 5e-4 --warmup 100)
+mapfile -t criterion < <("$py" -m fairseq_resmlp_tools.recipes.fairseq_args label-smoothing)
+mapfile -t logging < <("$py" -m fairseq_resmlp_tools.recipes.fairseq_args logging --log-interval 10)
+user_dir="$("$py" -m fairseq_resmlp_tools.user_dir)"
+train_cmd() {  # train_cmd SAVE_DIR UPDATE_FREQ: sets the array cmd
+  cmd=("$(dirname "$py")/fairseq-train" "$data" --user-dir "$user_dir" --arch resmlp_6 --share-all-embeddings --fp16
+    "${optim[@]}" "${criterion[@]}" --dropout 0.1 --max-tokens 8192
+    --update-freq "$2" --max-update "$updates" --save-dir "$1" --save-interval-updates 50 --no-epoch-checkpoints
+    --disable-validation "${logging[@]}" --seed 1 --num-workers 2)
 }
+last_update() { "$py" -m fairseq_resmlp_tools.fairseq_io last-update "$1"; }
 mkdir -p "$out"
 echo "== 1 GPU, --update-freq 2"
-CUDA_VISIBLE_DEVICES=0 train "$out/ckpt1" 2 > "$out/gpu1.log" 2>&1 || { tail -30 "$out/gpu1.log"; exit 1; }
+train_cmd "$out/ckpt1" 2
+CUDA_VISIBLE_DEVICES=0 "${cmd[@]}" > "$out/gpu1.log" 2>&1 || { tail -30 "$out/gpu1.log"; exit 1; }
 echo "== 2 GPUs, --update-freq 1, killed after update 150"
-( train "$out/ckpt2" 1 > "$out/gpu2_part1.log" 2>&1 ) & pid=$!
-until grep -Eq '"num_updates": "?1[5-9][0-9]' "$out/gpu2_part1.log" 2>/dev/null || ! kill -0 $pid 2>/dev/null; do sleep 1; done
-# SIGKILL the launcher and the worker processes it spawned (their command lines do not name the save dir).
-pkill -9 -f "save-dir $out/ckpt2"; pkill -9 -f "multiprocessing.spawn"; wait $pid 2>/dev/null
-echo "killed after: $(grep -Eo '"num_updates": "?[0-9]+' "$out/gpu2_part1.log" | tail -1)"
+train_cmd "$out/ckpt2" 1
+# setsid: a session and process group of its own (its id is the pid), so that kill -- -PGID ends the launcher and
+# the workers it spawned, and nothing else.
+setsid "${cmd[@]}" > "$out/gpu2_part1.log" 2>&1 & pgid=$!
+until [ "$(last_update "$out/gpu2_part1.log")" -ge 150 ] || ! kill -0 "$pgid" 2>/dev/null; do sleep 2; done
+kill -9 -- -"$pgid" 2>/dev/null; wait "$pgid" 2>/dev/null
+echo "killed after update $(last_update "$out/gpu2_part1.log")"
 echo "== 2 GPUs, same command again (resume)"
-train "$out/ckpt2" 1 > "$out/gpu2_part2.log" 2>&1 || { tail -30 "$out/gpu2_part2.log"; exit 1; }
+"${cmd[@]}" > "$out/gpu2_part2.log" 2>&1 || { tail -30 "$out/gpu2_part2.log"; exit 1; }
 grep -h "Loaded checkpoint" "$out/gpu2_part2.log" | sed 's/.*| //'
-python3 - "$out" "$updates" <<'PY'
-import json, statistics, sys
-out, updates = sys.argv[1], int(sys.argv[2])
-def inner(path):
+"$py" - "$out" "$updates" <<'PY'
+import statistics, sys
+from pathlib import Path
+
+from fairseq_resmlp_tools.fairseq_io import read_json_log
+
+out = Path(sys.argv[1])
+def inner(*paths):
     rows = {}
-    for line in open(path):
-        if "| train_inner |" in line:
-            r = json.loads(line.split("| train_inner |", 1)[1]); rows[int(r["num_updates"])] = r
+    for path in paths:
+        rows.update({int(r["num_updates"]): r for tag, r in read_json_log(path) if tag == "train_inner"})
     return rows
-one = inner(f"{out}/gpu1.log")
-two = {**inner(f"{out}/gpu2_part1.log"), **inner(f"{out}/gpu2_part2.log")}
+one = inner(out / "gpu1.log")
+two = inner(out / "gpu2_part1.log", out / "gpu2_part2.log")
 wps1 = statistics.median(float(r["wps"]) for u, r in one.items() if u > 30)
 wps2 = statistics.median(float(r["wps"]) for u, r in two.items() if u > 30)
 common = sorted(set(one) & set(two))

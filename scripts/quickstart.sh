@@ -29,14 +29,15 @@ mkdir -p "$work"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 
 echo "== 1/3 prepare Multi30k en-de: clean, joint SentencePiece (8k), fairseq-preprocess"
-"$py" -m data_prep.parallel --src en --tgt de --train "$m30k/train" --valid "$m30k/val" \
+"$venv/bin/resmlp-prepare" --src en --tgt de --train "$m30k/train" --valid "$m30k/val" \
   --test "$m30k/test_2016_flickr" --vocab-size 8000 --out "$work/data" --no-progress
 
 echo "== 2/3 train resmlp_mini for $minutes minutes on the CPU (fairseq-train; resumes if interrupted)"
-{ "$venv/bin/fairseq-train" "$work/data/data-bin" --user-dir "$repo/fairseq_resmlp" \
-  --arch resmlp_mini --share-all-embeddings --dropout 0.1 \
-  --optimizer adam --adam-betas "(0.9, 0.98)" --lr 0.002 --lr-scheduler inverse_sqrt --warmup-updates 100 \
-  --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 4096 \
+# The recipes' flag sets, from the one place that defines them (one flag a line).
+mapfile -t optim < <("$py" -m fairseq_resmlp_tools.recipes.fairseq_args adam-inverse-sqrt --lr 0.002 --warmup 100)
+mapfile -t criterion < <("$py" -m fairseq_resmlp_tools.recipes.fairseq_args label-smoothing)
+{ "$venv/bin/fairseq-train" "$work/data/data-bin" --user-dir "$("$venv/bin/resmlp-user-dir")" \
+  --arch resmlp_mini --share-all-embeddings --dropout 0.1 "${optim[@]}" "${criterion[@]}" --max-tokens 4096 \
   --stop-time-hours "$(awk "BEGIN {print $minutes / 60}")" --max-epoch 50 \
   --save-dir "$work/checkpoints" --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 \
   --validate-interval-updates 200 --required-batch-size-multiple 1 --num-workers 0 \
@@ -50,7 +51,7 @@ fi
 [ -f "$work/checkpoints/checkpoint_last.pt" ] || { echo "error: training wrote no checkpoint in $work/checkpoints" >&2; exit 1; }
 
 echo "== 3/3 translate test_2016_flickr (beam 4) and score"
-"$py" "$repo/scripts/evaluate.py" "$work/checkpoints/checkpoint_last.pt" --data "$work/data" --split test \
+"$venv/bin/resmlp-evaluate" "$work/checkpoints/checkpoint_last.pt" --data "$work/data" --split test \
   --beam 4 --cpu --batch-size 64 --output "$work/eval/test.json"
 "$py" - "$work" <<'PY'
 import sys

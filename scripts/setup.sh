@@ -11,12 +11,14 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${RESMLP_VENV:-$repo/.venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.fairseq-resmlp-setup"
-want="$(cat "$repo/setup.py" "$repo/scripts/setup.sh" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$repo/pyproject.toml" "$repo/requirements.txt" "$repo/requirements-test.txt" "$repo/scripts/setup.sh" \
+  | sha256sum | cut -d' ' -f1)"
 
 log() { echo "[setup] $*" >&2; }
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && \
-   "$venv/bin/python" -c "import fairseq, fairseq_resmlp, sentencepiece, sacrebleu" >/dev/null 2>&1; then
+   "$venv/bin/python" -c "import fairseq, fairseq_resmlp, fairseq_resmlp_tools, sentencepiece, sacrebleu" >/dev/null 2>&1 && \
+   [ -x "$venv/bin/resmlp-evaluate" ]; then
   log "environment $venv is up to date"
   exit 0
 fi
@@ -27,7 +29,6 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))'; then
 fi
 [ -x "$venv/bin/python" ] || { log "creating $venv"; "$python" -m venv "$venv"; }
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
-py_minor="$("$venv/bin/python" -c 'import sys; print(sys.version_info[1])')"
 
 log "tools"
 "${pip[@]}" -q --upgrade pip "setuptools<81" wheel
@@ -39,23 +40,31 @@ else
   "${pip[@]}" -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 
-# fairseq's own dependencies minus torchaudio (only its speech models import it, and its wheels pin other
-# torch versions), plus what this project's scripts and tests use.
+# This project's dependencies are requirements.txt (pyproject.toml reads the same file) and, for the tests and lint,
+# requirements-test.txt. fairseq itself is installed below with --no-deps, because its metadata asks for torchaudio
+# (only its speech models import it) whose wheels pin other torch versions; its other dependencies are listed here.
 log "dependencies"
-"${pip[@]}" -q numpy cython cffi regex tqdm bitarray scikit-learn packaging PyYAML \
-  "hydra-core==1.3.2" "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" \
-  "sacrebleu>=2" sentencepiece pytest matplotlib ruff
+"${pip[@]}" -q -r <(grep -v '^fairseq' "$repo/requirements.txt") -r "$repo/requirements-test.txt" \
+  cython cffi regex bitarray scikit-learn packaging PyYAML "hydra-core==1.3.2" "omegaconf==2.3.0" \
+  "antlr4-python3-runtime==4.9.3"
 
-if [ "$py_minor" -ge 11 ]; then
-  # Builds from source on Python 3.11 (about 5 minutes on 2 cores); pip caches the wheel for later runs.
-  log "fairseq-fixed==0.12.3.1 (official fairseq does not import on Python >= 3.11)"
-  "${pip[@]}" -q --no-build-isolation --no-deps "fairseq-fixed==0.12.3.1"
-else
-  log "fairseq==0.12.2"
-  "${pip[@]}" -q --no-build-isolation --no-deps "fairseq==0.12.2"
-fi
+# The fairseq line of requirements.txt that applies to this Python (fairseq-fixed on >= 3.11).
+fairseq_spec="$("$venv/bin/python" - "$repo/requirements.txt" <<'PY'
+import sys
+from packaging.requirements import Requirement
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line.startswith("fairseq"):
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate():
+            print(f"{req.name}{req.specifier}")
+PY
+)"
+# fairseq-fixed builds from source on Python 3.11 (about 5 minutes on 2 cores); pip caches the wheel for later runs.
+log "$fairseq_spec"
+"${pip[@]}" -q --no-build-isolation --no-deps "$fairseq_spec"
 
-log "fairseq-resmlp (editable)"
+log "fairseq-resmlp (editable, from pyproject.toml: the plugin, data_prep, the tools and their resmlp-* commands)"
 "${pip[@]}" -q --no-build-isolation --no-deps -e "$repo"
 
 "$venv/bin/python" -c "import fairseq, fairseq_resmlp; print('[setup] fairseq', fairseq.__version__, '| fairseq_resmlp', fairseq_resmlp.__version__)" 2>/dev/null

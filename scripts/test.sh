@@ -8,4 +8,5 @@ venv="${RESMLP_VENV:-$repo/.venv}"
 export RESMLP_DATA="${RESMLP_DATA:-$repo/../shared/data}"
 cd "$repo"
 "$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
 exec "$venv/bin/python" -m pytest -q -ra "$@" tests

@@ -1,13 +1,10 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Two cores are shared by every test process; one thread per process keeps timings sane.
 torch.set_num_threads(1)
@@ -20,3 +17,17 @@ def shared_data() -> Path:
     if not (path / "README.md").exists():
         pytest.skip(f"shared data not found at {path} (set RESMLP_DATA to the folder with multi30k/, wmt14-mini/)")
     return path
+
+
+# Fixtures that train a model or run fairseq commands (tens of seconds to minutes): tests using them are slow.
+SLOW_FIXTURES = {"toy", "toy_data", "trained"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark by fixture: ``slow`` for the tests on a trained toy model, ``needs_data`` for those on shared_data."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if "shared_data" in names:
+            item.add_marker(pytest.mark.needs_data)

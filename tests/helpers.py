@@ -1,6 +1,9 @@
-"""Shared helpers for the tests: tiny dictionaries, models built the way fairseq builds them."""
+"""Shared helpers for the tests: tiny dictionaries, models built the way fairseq builds them, the toy data-bin."""
 
 import argparse
+import os
+import subprocess
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -8,6 +11,8 @@ from fairseq.data import Dictionary
 
 import fairseq_resmlp  # noqa: F401  (registers the model)
 from fairseq_resmlp.models.resmlp import ResMLPModel, resmlp_tiny
+from fairseq_resmlp_tools.fairseq_io import fairseq_command
+from fairseq_resmlp_tools.toy_data import write_toy_corpus
 
 
 class TinyTask:
@@ -51,30 +56,41 @@ def random_tokens(model: ResMLPModel, lengths, seed: int = 0, left_pad: bool = F
     return batch
 
 
-def write_cipher_corpus(folder, sizes=None, seed: int = 0, vocab: int = 24) -> dict:
-    """A synthetic parallel corpus: target = source with every word replaced by its cipher word.
+def run_fairseq(cmd, cwd, env=None, check: bool = True, stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Run a command (``fairseq-*`` names resolved in this environment); on failure show the end of its output."""
+    exe = fairseq_command(cmd[0]) if str(cmd[0]).startswith("fairseq-") else cmd[0]
+    env = env or {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([str(exe), *map(str, cmd[1:])], cwd=cwd, env=env, input=stdin, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
 
-    Learnable in seconds by a tiny model, so end-to-end tests can check that translation works at all.
-    Returns {split: (source_lines, target_lines)} and writes ``{split}.src`` / ``{split}.tgt``.
-    """
-    import random
-    from pathlib import Path
 
-    rng = random.Random(seed)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    words = sorted({"".join(rng.choice(letters) for _ in range(rng.randint(3, 7))) for _ in range(vocab * 3)})
-    src_words = words[:vocab]
-    cipher = dict(zip(src_words, words[vocab : 2 * vocab]))
-    sizes = sizes or {"train": 400, "valid": 30, "test": 37}
-    folder = Path(folder)
-    corpus = {}
-    for split, n in sizes.items():
-        src, tgt = [], []
-        for _ in range(n):
-            sentence = [rng.choice(src_words) for _ in range(rng.randint(2, 9))]
-            src.append(" ".join(sentence) + " .")
-            tgt.append(" ".join(cipher[w] for w in sentence) + " .")
-        (folder / f"{split}.src").write_text("\n".join(src) + "\n", encoding="utf-8")
-        (folder / f"{split}.tgt").write_text("\n".join(tgt) + "\n", encoding="utf-8")
-        corpus[split] = (src, tgt)
+def spm_encode(model, src: Path, dst: Path) -> None:
+    """SentencePiece pieces of every line of ``src``, written to ``dst``."""
+    lines = src.read_text(encoding="utf-8").splitlines()
+    dst.write_text("".join(" ".join(model.encode(x, out_type=str)) + "\n" for x in lines), encoding="utf-8")
+
+
+def prepare_toy_data_bin(folder: Path, vocab_size: int, seed: int = 0) -> dict:
+    """The toy corpus (37 test lines: not a multiple of 8) -> joint SentencePiece -> fairseq-preprocess
+    --joined-dictionary, in ``folder`` (``spm.model``, ``data-bin/``); returns {split: (sources, targets)}."""
+    import sentencepiece as spm
+
+    corpus = write_toy_corpus(folder, {"train": 1000, "valid": 30, "test": 37}, seed=seed)
+    spm.SentencePieceTrainer.train(
+        input=f"{folder}/train.src,{folder}/train.tgt", model_prefix=str(folder / "spm"), vocab_size=vocab_size,
+        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
+    for split in ("train", "valid", "test"):
+        for lang in ("src", "tgt"):
+            spm_encode(sp, folder / f"{split}.{lang}", folder / f"{split}.spm.{lang}")
+    run_fairseq(
+        ["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--joined-dictionary",
+         "--trainpref", "train.spm", "--validpref", "valid.spm", "--testpref", "test.spm",
+         "--destdir", "data-bin", "--workers", "1"],
+        cwd=folder,
+    )
     return corpus

@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
-from test_end_to_end import USER_DIR, prepare
+from helpers import prepare_toy_data_bin
+
+from fairseq_resmlp_tools.fairseq_io import user_dir
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,7 +24,7 @@ def train_two_ranks(folder: Path, probe: Path, max_epoch: int, port: int) -> str
     """Run fairseq-train as two gloo ranks on the CPU; return their combined log."""
     probe.mkdir(exist_ok=True)
     common = [
-        sys.executable, str(HERE / "dist_train_probe.py"), "data-bin", "--user-dir", USER_DIR,
+        sys.executable, str(HERE / "dist_train_probe.py"), "data-bin", "--user-dir", str(user_dir()),
         "--arch", "resmlp_tiny", "--share-all-embeddings", "--cpu",
         "--distributed-backend", "gloo", "--distributed-world-size", "2", "--distributed-no-spawn",
         "--ddp-backend", "legacy_ddp",  # torch DDP with device_ids=[0], as fairseq builds it, needs a GPU
@@ -51,8 +54,9 @@ def load_ranks(probe: Path):
     return ranks
 
 
+@pytest.mark.slow
 def test_two_process_training_keeps_ranks_identical_and_resumes(tmp_path):
-    prepare(tmp_path, vocab_size=48)
+    prepare_toy_data_bin(tmp_path, vocab_size=48)
     first = train_two_ranks(tmp_path, tmp_path / "probe1", max_epoch=1, port=29517)
     assert "distributed init (rank 1)" in first, first[-4000:]
     r0, r1 = load_ranks(tmp_path / "probe1")

@@ -1,68 +1,29 @@
 """End to end through fairseq's own commands: SentencePiece -> fairseq-preprocess -> fairseq-train
 -> fairseq-generate / fairseq-interactive / the hub interface, on a tiny synthetic corpus."""
 
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import sacrebleu
 import sentencepiece as spm
-from helpers import write_cipher_corpus
+from helpers import prepare_toy_data_bin, run_fairseq, spm_encode
+
+from fairseq_resmlp_tools.fairseq_io import parse_generate_output, user_dir
+
+pytestmark = pytest.mark.slow  # trains a model through fairseq-train
 
 ROOT = Path(__file__).resolve().parent.parent
-USER_DIR = str(ROOT / "fairseq_resmlp")
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def run(cmd, cwd, check=True, stdin=None):
-    """Run a fairseq command from this environment; return the completed process (text mode)."""
-    exe = str(BIN / cmd[0]) if cmd[0].startswith("fairseq-") else cmd[0]
-    proc = subprocess.run(
-        [exe, *map(str, cmd[1:])], cwd=cwd, env=ENV, input=stdin, capture_output=True, text=True, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def spm_encode(model: spm.SentencePieceProcessor, src: Path, dst: Path) -> None:
-    lines = src.read_text(encoding="utf-8").splitlines()
-    dst.write_text("".join(" ".join(model.encode(x, out_type=str)) + "\n" for x in lines), encoding="utf-8")
-
-
-def prepare(folder: Path, vocab_size: int, seed: int = 0) -> dict:
-    """Synthetic corpus -> joint SentencePiece -> fairseq-preprocess --joined-dictionary."""
-    folder.mkdir(parents=True, exist_ok=True)
-    corpus = write_cipher_corpus(folder, sizes={"train": 1000, "valid": 30, "test": 37}, seed=seed, vocab=16)
-    spm.SentencePieceTrainer.train(
-        input=f"{folder}/train.src,{folder}/train.tgt",
-        model_prefix=str(folder / "spm"),
-        vocab_size=vocab_size,
-        character_coverage=1.0,
-        minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
-    for split in ("train", "valid", "test"):
-        for lang in ("src", "tgt"):
-            spm_encode(sp, folder / f"{split}.{lang}", folder / f"{split}.spm.{lang}")
-    run(
-        ["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--joined-dictionary",
-         "--trainpref", "train.spm", "--validpref", "valid.spm", "--testpref", "test.spm",
-         "--destdir", "data-bin", "--workers", "1"],
-        cwd=folder,
-    )
-    return corpus
+USER_DIR = str(user_dir())
+run = run_fairseq
+prepare = prepare_toy_data_bin
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A resmlp_tiny model trained for a few epochs on the cipher corpus."""
     folder = tmp_path_factory.mktemp("e2e")
-    corpus = prepare(folder, vocab_size=48)
+    corpus = prepare(folder, vocab_size=120)
     run(
         ["fairseq-train", "data-bin", "--user-dir", USER_DIR, "--arch", "resmlp_tiny", "--share-all-embeddings",
          "--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20",
@@ -75,14 +36,11 @@ def trained(tmp_path_factory):
 
 
 def hypotheses(stdout: str, prefix: str = "D") -> dict:
-    """{sentence id: text} of fairseq's D- (detokenized) or H- lines."""
-    found = {}
-    for line in stdout.splitlines():
-        m = re.match(rf"^{prefix}-(\d+)\t[^\t]*\t(.*)$", line)
-        if m:
-            assert int(m.group(1)) not in found, f"duplicate hypothesis for sentence {m.group(1)}"
-            found[int(m.group(1))] = m.group(2)
-    return found
+    """{sentence id: text} of fairseq's D- (detokenized) or H- lines; each id at most once."""
+    found = parse_generate_output(stdout.splitlines(), prefix)
+    ids = [i for i, _ in found]
+    assert len(ids) == len(set(ids)), f"duplicate hypotheses in {sorted(ids)}"
+    return dict(found)
 
 
 def generate(folder, *extra, data="data-bin", check=True):
@@ -167,7 +125,7 @@ def test_generate_on_overlong_test_sentence(tmp_path, trained):
 def test_checkpoint_with_another_dictionary_is_a_clear_error(tmp_path, trained):
     folder, _ = trained
     other = tmp_path / "other"
-    prepare(other, vocab_size=40, seed=1)
+    prepare(other, vocab_size=100, seed=1)
     proc = run(
         ["fairseq-generate", other / "data-bin", "--user-dir", USER_DIR, "--path", folder / "ckpt/checkpoint_last.pt",
          "--gen-subset", "test", "--beam", "2", "--batch-size", "8"],

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py, scripts/average_checkpoints.py and scripts/plot_training.py.
+"""resmlp-evaluate, resmlp-average and resmlp-plot (fairseq_resmlp_tools.evaluate, .average, .plot).
 
 A module fixture builds a toy data directory in data_prep's layout (21 test sentences: not a multiple of 8)
 and trains resmlp_tiny for two epochs on the CPU (about 15 s); the rest reuses it.
@@ -15,18 +15,23 @@ import pytest
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
-from scripts import average_checkpoints, evaluate, plot_training
-from scripts._common import USER_DIR, ScriptError, run_main
-from scripts._toy_data import build_toy_data
+from fairseq_resmlp_tools import average as average_checkpoints
+from fairseq_resmlp_tools import evaluate
+from fairseq_resmlp_tools import plot as plot_training
+from fairseq_resmlp_tools._cli import ToolError, run_cli
+from fairseq_resmlp_tools.fairseq_io import user_dir
+from fairseq_resmlp_tools.toy_data import build_toy_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 N_TEST = 21
+# PYTHONPATH: the children test this checkout, whichever copy the environment has installed.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+    """Run a tool as its console script does (``python -m fairseq_resmlp_tools.NAME``)."""
+    proc = subprocess.run([sys.executable, "-m", f"fairseq_resmlp_tools.{name}", *map(str, args)],
                           capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -40,7 +45,7 @@ def toy(tmp_path_factory):
     data = build_toy_data(root / "data", n_train=2000, n_valid=20, n_test=N_TEST)
     save = root / "run"
     cmd = [
-        str(Path(sys.executable).parent / "fairseq-train"), str(data / "data-bin"), "--user-dir", str(USER_DIR),
+        str(Path(sys.executable).parent / "fairseq-train"), str(data / "data-bin"), "--user-dir", str(user_dir()),
         "--arch", "resmlp_tiny", "--share-all-embeddings", "--optimizer", "adam", "--lr", "0.005",
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "4096",
         "--max-update", "16", "--save-dir", str(save), "--cpu", "--log-format", "json", "--log-interval", "4",
@@ -104,11 +109,11 @@ def test_identical_text_scores_100():
 
 def test_order_hypotheses_sorts_by_id_and_refuses_wrong_counts():
     assert evaluate.order_hypotheses([(2, "c"), (0, "a"), (1, "b")], 3, "x") == ["a", "b", "c"]
-    with pytest.raises(ScriptError, match=r"no hypothesis for 1 sentence\(s\) \(ids 1\)"):
+    with pytest.raises(ToolError, match=r"no hypothesis for 1 sentence\(s\) \(ids 1\)"):
         evaluate.order_hypotheses([(0, "a"), (2, "c")], 3, "x")
-    with pytest.raises(ScriptError, match=r"beyond the 3 references \(ids 3\)"):
+    with pytest.raises(ToolError, match=r"beyond the 3 references \(ids 3\)"):
         evaluate.order_hypotheses([(0, "a"), (1, "b"), (2, "c"), (3, "d")], 3, "x")
-    with pytest.raises(ScriptError, match=r"several hypotheses for sentence id\(s\) 1"):
+    with pytest.raises(ToolError, match=r"several hypotheses for sentence id\(s\) 1"):
         evaluate.order_hypotheses([(0, "a"), (1, "b"), (1, "b"), (2, "c")], 3, "x")
 
 
@@ -130,7 +135,7 @@ def test_scoring_an_existing_generate_output_decodes_and_reorders(toy, tmp_path,
     hyps[3] = "Something else entirely."
     gen = tmp_path / "gen.txt"
     _fake_generate_output(gen, data / "spm.model", hyps, order=list(reversed(range(N_TEST))))
-    code = run_main(evaluate.main, ["--generate-output", str(gen), "--spm-model", str(data / "spm.model"),
+    code = run_cli(evaluate.main, ["--generate-output", str(gen), "--spm-model", str(data / "spm.model"),
                                     "--ref-raw", str(data / "raw" / "test.de")])
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "gen.json").read_text(encoding="utf-8"))
@@ -150,7 +155,7 @@ def test_refuses_to_score_a_missing_or_extra_hypothesis(toy, tmp_path, capsys, p
         _fake_generate_output(gen, data / "spm.model", refs, order=[i for i in range(N_TEST) if i != 5])
     else:
         _fake_generate_output(gen, data / "spm.model", refs + ["one more"], order=range(N_TEST + 1))
-    code = run_main(evaluate.main, ["--generate-output", str(gen), "--spm-model", str(data / "spm.model"),
+    code = run_cli(evaluate.main, ["--generate-output", str(gen), "--spm-model", str(data / "spm.model"),
                                     "--ref-raw", str(data / "raw" / "test.de")])
     err = capsys.readouterr().err
     assert code == 1
@@ -162,7 +167,7 @@ def test_refuses_to_score_a_missing_or_extra_hypothesis(toy, tmp_path, capsys, p
 def test_translates_every_sentence_of_a_test_set_not_a_multiple_of_8(toy, tmp_path):
     data, save, _ = toy
     out = tmp_path / "eval" / "test.json"
-    proc = run_script("evaluate.py", save / "checkpoint2.pt", "--data", data, "--split", "test", "--cpu", "--output", out)
+    proc = run_script("evaluate", save / "checkpoint2.pt", "--data", data, "--split", "test", "--cpu", "--output", out)
     assert "--required-batch-size-multiple 1" in proc.stderr
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["counts"] == {"references": N_TEST, "hypotheses": N_TEST}
@@ -174,7 +179,7 @@ def test_translates_every_sentence_of_a_test_set_not_a_multiple_of_8(toy, tmp_pa
 
     # A re-run reuses the result: nothing is translated again and no file is added or rewritten.
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "eval").iterdir()}
-    again = run_script("evaluate.py", save / "checkpoint2.pt", "--data", data, "--cpu", "--output", out)
+    again = run_script("evaluate", save / "checkpoint2.pt", "--data", data, "--cpu", "--output", out)
     assert "up to date" in again.stderr and "fairseq-generate" not in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "eval").iterdir()} == before
 
@@ -183,7 +188,7 @@ def test_fairseq_default_batch_multiple_drops_sentences_and_is_refused(toy, tmp_
     # With fairseq's default --required-batch-size-multiple 8, 21 sentences in one batch become 16.
     data, save, _ = toy
     out = tmp_path / "test.json"
-    proc = run_script("evaluate.py", save / "checkpoint2.pt", "--data", data, "--cpu", "--output", out,
+    proc = run_script("evaluate", save / "checkpoint2.pt", "--data", data, "--cpu", "--output", out,
                       "--generate-args", "--required-batch-size-multiple", "8", check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "error: fairseq-generate: 16 hypotheses for 21 references" in proc.stderr
@@ -193,11 +198,11 @@ def test_fairseq_default_batch_multiple_drops_sentences_and_is_refused(toy, tmp_
 
 def test_bad_input_is_a_clear_error(toy, tmp_path, capsys):
     data, save, _ = toy
-    assert run_main(evaluate.main, [str(tmp_path / "nope.pt"), "--data", str(data)]) == 1
+    assert run_cli(evaluate.main, [str(tmp_path / "nope.pt"), "--data", str(data)]) == 1
     assert "error: checkpoint" in capsys.readouterr().err
     short = tmp_path / "short.de"
     short.write_text("only one line\n", encoding="utf-8")
-    assert run_main(evaluate.main, [str(save / "checkpoint1.pt"), "--data", str(data), "--ref-raw", str(short)]) == 1
+    assert run_cli(evaluate.main, [str(save / "checkpoint1.pt"), "--data", str(data), "--ref-raw", str(short)]) == 1
     err = capsys.readouterr().err
     assert "have 1 lines but" in err and "21 sentences" in err
 
@@ -208,7 +213,7 @@ def test_bad_input_is_a_clear_error(toy, tmp_path, capsys):
 def test_average_of_two_checkpoints_is_the_mean_of_their_weights(toy, tmp_path):
     _, save, _ = toy
     out = tmp_path / "avg.pt"
-    run_script("average_checkpoints.py", "--inputs", save, "--num-epoch-checkpoints", "2", "--output", out)
+    run_script("average", "--inputs", save, "--num-epoch-checkpoints", "2", "--output", out)
     a = torch.load(save / "checkpoint1.pt", weights_only=True)["model"]
     b = torch.load(save / "checkpoint2.pt", weights_only=True)["model"]
     avg = torch.load(out, weights_only=True)  # the output loads without trusting pickles
@@ -225,7 +230,7 @@ def test_average_of_two_checkpoints_is_the_mean_of_their_weights(toy, tmp_path):
 def test_averaged_checkpoint_loads_in_generate_and_hub(toy, tmp_path):
     data, save, _ = toy
     out = tmp_path / "eval.json"
-    run_script("evaluate.py", save / "checkpoint1.pt", save / "checkpoint2.pt", "--data", data, "--cpu",
+    run_script("evaluate", save / "checkpoint1.pt", save / "checkpoint2.pt", "--data", data, "--cpu",
                "--output", out, "--save-average", tmp_path / "avg.pt")
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["counts"]["hypotheses"] == N_TEST and result["model"].startswith("average of 2")
@@ -250,7 +255,7 @@ def test_last_checkpoints_by_update_and_epoch(tmp_path):
     assert names(average_checkpoints.last_checkpoints(tmp_path, 2, "update", upper_bound=1000)) == [
         "checkpoint_1_500.pt", "checkpoint_2_1000.pt"]
     assert len(average_checkpoints.last_checkpoints(tmp_path, 9, "update", allow_fewer=True)) == 3
-    with pytest.raises(ScriptError, match="has 3 checkpoint"):
+    with pytest.raises(ToolError, match="has 3 checkpoint"):
         average_checkpoints.last_checkpoints(tmp_path, 4, "update")
 
 
@@ -259,9 +264,9 @@ def test_averaging_refuses_bad_inputs(toy, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes((save / "checkpoint1.pt").read_bytes()[:1000])  # truncated
     args = ["--inputs", str(save / "checkpoint1.pt"), str(bad), "--output", str(tmp_path / "o.pt")]
-    assert run_main(average_checkpoints.main, args) == 1
+    assert run_cli(average_checkpoints.main, args) == 1
     assert "error: " in capsys.readouterr().err and not (tmp_path / "o.pt").exists()
-    assert run_main(average_checkpoints.main, ["--inputs", str(save), "--output", str(tmp_path / "o.pt")]) == 1
+    assert run_cli(average_checkpoints.main, ["--inputs", str(save), "--output", str(tmp_path / "o.pt")]) == 1
     assert "--num-update-checkpoints" in capsys.readouterr().err
 
 
@@ -278,7 +283,7 @@ def test_plot_on_a_recorded_log(tmp_path, capsys):
     assert all(w >= 0 for w in v_walls)
 
     out = tmp_path / "curves.png"
-    code = run_main(plot_training.main, [str(log), str(log), "--labels", "run A", "run B", "-o", str(out)])
+    code = run_cli(plot_training.main, [str(log), str(log), "--labels", "run A", "run B", "-o", str(out)])
     assert code == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = capsys.readouterr().out
@@ -309,5 +314,5 @@ def test_plot_reads_fairseq_log_file_output_and_keeps_the_last_of_repeated_updat
 def test_plot_without_json_records_is_an_error(tmp_path, capsys):
     log = tmp_path / "plain.log"
     log.write_text("2024-01-01 | INFO | train | epoch 001 | loss 9.1\n", encoding="utf-8")
-    assert run_main(plot_training.main, [str(log), "-o", str(tmp_path / "x.png")]) == 1
+    assert run_cli(plot_training.main, [str(log), "-o", str(tmp_path / "x.png")]) == 1
     assert "--log-format json" in capsys.readouterr().err

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from scripts import train_small, train_wmt14
-from scripts._common import USER_DIR, run_main
-from scripts._recipe import is_intact_checkpoint, repair_last_checkpoint
-from scripts._toy_data import build_toy_data
+from fairseq_resmlp_tools._cli import run_cli
+from fairseq_resmlp_tools.fairseq_io import last_update, user_dir
+from fairseq_resmlp_tools.recipes import small as train_small
+from fairseq_resmlp_tools.recipes import wmt14 as train_wmt14
+from fairseq_resmlp_tools.recipes.checkpoints import is_intact_checkpoint, repair_last_checkpoint
+from fairseq_resmlp_tools.toy_data import build_toy_data
 
 ROOT = Path(__file__).resolve().parent.parent
+# PYTHONPATH: the children test this checkout, whichever copy the environment has installed.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -28,7 +31,7 @@ def toy_data(tmp_path_factory):
 
 
 def dry_run(main, argv, capsys):
-    assert run_main(main, ["--dry-run"] + argv) == 0, capsys.readouterr().err
+    assert run_cli(main, ["--dry-run"] + argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     commands = [shlex.split(line) for line in out.splitlines() if line and not line.startswith("#")]
     return out, commands
@@ -55,7 +58,7 @@ def test_wmt14_dry_run_builds_the_papers_recipe(tmp_path, capsys, pair, dropout)
         train_wmt14.main, ["--pair", pair, "--arch", "resmlp_12", "--data", str(data), "--gpus", "2", "--save-dir", str(save)], capsys)
 
     assert Path(train[0]).name == "fairseq-train" and Path(train[0]).parent == Path(sys.executable).parent
-    assert option(train, "--user-dir") == str(USER_DIR) and Path(option(train, "--user-dir")).is_absolute()
+    assert option(train, "--user-dir") == str(user_dir()) and Path(option(train, "--user-dir")).is_absolute()
     assert option(train, "--arch") == "resmlp_12" and "--share-all-embeddings" in train
     assert (option(train, "--source-lang"), option(train, "--target-lang")) == (src, tgt)
     assert option(train, "--optimizer") == "adagrad" and option(train, "--lr") == "0.2"
@@ -70,9 +73,9 @@ def test_wmt14_dry_run_builds_the_papers_recipe(tmp_path, capsys, pair, dropout)
 
     assert option(average, "--num-update-checkpoints") == "10"
     assert option(average, "--output") == str(save / "checkpoint_avg10.pt")
-    assert evaluate[1].endswith("evaluate.py") and evaluate[2] == str(save / "checkpoint_avg10.pt")
+    assert evaluate[1:3] == ["-m", "fairseq_resmlp_tools.evaluate"] and evaluate[3] == str(save / "checkpoint_avg10.pt")
     assert option(evaluate, "--beam") == "4" and option(evaluate, "--split") == "test" and "--fp16" in evaluate
-    assert plot[1].endswith("plot_training.py")
+    assert plot[1:3] == ["-m", "fairseq_resmlp_tools.plot"]
     assert "458,752 tokens per update" in out
     assert not save.exists()  # a dry run creates nothing
 
@@ -87,7 +90,7 @@ def test_wmt14_refuses_a_data_directory_of_another_pair(tmp_path, capsys):
     data = tmp_path / "wmt14"
     (data / "data-bin").mkdir(parents=True)
     (data / "manifest.json").write_text(json.dumps({"languages": {"src": "en", "tgt": "de"}}))
-    assert run_main(train_wmt14.main, ["--pair", "en-fr", "--data", str(data), "--dry-run"]) == 1
+    assert run_cli(train_wmt14.main, ["--pair", "en-fr", "--data", str(data), "--dry-run"]) == 1
     assert "error: --target-lang fr" in capsys.readouterr().err
 
 
@@ -106,7 +109,7 @@ def test_small_dry_run_gives_both_architectures_the_same_recipe(toy_data, tmp_pa
     assert same(train_r) == same(train_t)
     assert option(train_r, "--stop-time-hours") == "0.1" and "--cpu" in train_r and "--fp16" not in train_r
     assert option(train_r, "--optimizer") == "adam" and option(train_r, "--lr") == "0.001"
-    assert option(train_r, "--user-dir") == str(USER_DIR)
+    assert option(train_r, "--user-dir") == str(user_dir())
     evaluate = commands["resmlp_small"][2]
     assert option(evaluate, "--split") == "test" and option(evaluate, "--beam") == "4"
     assert option(commands["resmlp_small"][1], "--num-epoch-checkpoints") == "5"
@@ -123,7 +126,7 @@ def test_a_second_run_in_the_same_directory_is_refused(toy_data, tmp_path, capsy
     fd = os.open(tmp_path / ".recipe" / "lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        code = run_main(train_small.main, ["--arch", "resmlp_tiny", "--data", str(toy_data), "--cpu", "--save-dir", str(tmp_path)])
+        code = run_cli(train_small.main, ["--arch", "resmlp_tiny", "--data", str(toy_data), "--cpu", "--save-dir", str(tmp_path)])
     finally:
         os.close(fd)
     assert code == 1 and "another run of this recipe" in capsys.readouterr().err
@@ -157,17 +160,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _last_update(log: Path) -> int:
-    if not log.exists():
-        return 0
-    found = re.findall(r'"num_updates": "(\d+)"', log.read_text(encoding="utf-8", errors="replace"))
-    return int(found[-1]) if found else 0
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the trainer process")
 def test_recipe_killed_with_sigkill_resumes_and_completes(toy_data, tmp_path):
     save = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "scripts" / "train_small.py"), "--arch", "resmlp_tiny", "--data", str(toy_data),
+    cmd = [sys.executable, "-m", "fairseq_resmlp_tools.recipes.small", "--arch", "resmlp_tiny", "--data", str(toy_data),
            "--cpu", "--save-dir", str(save), "--time-budget-minutes", "5", "--average-last", "2", "--log-interval", "5",
            "--", "--max-update", "60", "--save-interval-updates", "10", "--lr", "0.005", "--warmup-updates", "10",
            "--max-tokens", "1500", "--num-workers", "0"]
@@ -176,10 +172,10 @@ def test_recipe_killed_with_sigkill_resumes_and_completes(toy_data, tmp_path):
                              start_new_session=True)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not ((save / "checkpoint_last.pt").exists() and _last_update(log) >= 25):
+        while time.time() < deadline and not ((save / "checkpoint_last.pt").exists() and last_update(log) >= 25):
             assert first.poll() is None, "the recipe ended before it could be killed"
             time.sleep(0.2)
-        assert _last_update(log) >= 25, "training did not get going"
+        assert last_update(log) >= 25, "training did not get going"
         trainers = _children(first.pid)
         assert trainers, "the recipe has no child process"
         first.send_signal(signal.SIGKILL)  # kill -9 of the recipe alone: its trainer must not outlive it
@@ -193,19 +189,19 @@ def test_recipe_killed_with_sigkill_resumes_and_completes(toy_data, tmp_path):
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    killed_at = _last_update(log)
+    killed_at = last_update(log)
     assert killed_at < 60 and not (save / "eval").exists()
 
     second = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     if second.returncode != 0 and "WeightsUnpickler" in second.stdout:
         pytest.fail("resuming failed: torch.load(weights_only=True) refused checkpoint_last.pt, which holds the numpy "
                     "arrays of --eval-bleu; fairseq_resmlp must allow-list them at import (torch.serialization."
-                    "add_safe_globals), as scripts/_common.checkpoint_safe_globals does:\n" + second.stdout[-1500:])
+                    "add_safe_globals), with fairseq_resmlp._compat.fairseq_checkpoint_globals():\n" + second.stdout[-1500:])
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-2000:]
     text = log.read_text(encoding="utf-8")
     assert re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ [1-9]\d* updates\)", text), \
         "the re-run did not resume from checkpoint_last.pt"
-    assert "done training" in text and _last_update(log) == 60
+    assert "done training" in text and last_update(log) == 60
     result = json.loads((save / "eval" / "test_avg.json").read_text(encoding="utf-8"))
     assert result["counts"] == {"references": 13, "hypotheses": 13}
     assert (save / "training.png").exists()

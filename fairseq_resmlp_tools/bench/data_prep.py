@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Throughput of each data_prep stage on Tatoeba En-De (~170k pairs), and what it implies for WMT14.
 
-    python scripts/benchmark_data_prep.py [--workers 1 2] [--target-pairs 4500000]
+    resmlp-benchmark-data-prep [--workers 1 2] [--target-pairs 4500000]
 
 Runs ``python -m data_prep.parallel`` on the shared Tatoeba files (RESMLP_DATA, default
 ../shared/data) once per worker count, reads the stage timings from the manifest and prints
@@ -18,12 +17,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from data_prep.report import format_table  # noqa: E402
+from data_prep.report import format_table
+from fairseq_resmlp_tools._cli import ToolError, console_script
 
 # Stages whose cost does not grow with the corpus: SentencePiece trains on a fixed-size sample.
 FIXED_COST = {"spm-train"}
@@ -44,9 +41,9 @@ def run_once(data: Path, workers: int, args: argparse.Namespace, out: Path) -> D
         "--spm-sample", str(args.spm_sample), "--no-progress", "--force",
     ]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"data_prep.parallel failed:\n{proc.stderr}")
+        raise ToolError(f"data_prep.parallel failed:\n{proc.stderr}")
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["wall_seconds"] = time.monotonic() - start
     return manifest
@@ -73,18 +70,20 @@ def stage_rows(m: Dict, startup: float, target: int) -> List[list]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="resmlp-benchmark-data-prep", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("RESMLP_DATA", REPO.parent / "shared" / "data")) / "tatoeba")
+                        default=Path(os.environ.get("RESMLP_DATA", "../shared/data")) / "tatoeba",
+                        help="folder of the Tatoeba deu-eng files (default $RESMLP_DATA/tatoeba)")
     parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, min(8, os.cpu_count() or 1)}))
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--spm-sample", type=int, default=100_000)
     parser.add_argument("--target-pairs", type=int, default=4_500_000, help="extrapolate to this many pairs (WMT14 En-De)")
     parser.add_argument("--keep", type=Path, help="keep the prepared data here instead of a temporary folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not (args.data / "deu-eng.2018-05-13.en.gz").exists():
-        sys.exit(f"Tatoeba files not found in {args.data} (set RESMLP_DATA or --data)")
+        raise ToolError(f"Tatoeba files not found in {args.data} (set RESMLP_DATA or --data)")
 
     startup = fairseq_startup_seconds()
     print(f"CPU cores: {os.cpu_count()}; fairseq-preprocess start-up: {startup:.1f}s (counted once in binarize)")
@@ -99,7 +98,9 @@ def main() -> None:
             ["stage", "handled", "seconds", "pairs/s", f"min for {args.target_pairs / 1e6:g}M pairs"],
             stage_rows(m, startup, args.target_pairs), "llrrr",
         ))
+    return 0
+
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

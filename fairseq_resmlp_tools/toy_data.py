@@ -8,23 +8,21 @@ seconds on a CPU. Layout (the same names as ``python -m data_prep.parallel`` wri
     OUT/raw/{train,valid,test}.{src,tgt}
     OUT/data-bin/       fairseq-preprocess --joined-dictionary output
 
-    python -m scripts._toy_data OUT [--train 2000 --valid 40 --test 21]
+    python -m fairseq_resmlp_tools.toy_data OUT [--train 2000 --valid 40 --test 21]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts._common import ScriptError, child_env, fairseq_command, run_main
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools._fs import write_json_atomic
+from fairseq_resmlp_tools.fairseq_io import fairseq_command
 
 _WORDS = (
     "the a small big red blue green old young man woman dog cat child house street car ball tree water "
@@ -39,6 +37,7 @@ def _cipher(word: str) -> str:
 
 
 def toy_pairs(n: int, rng: random.Random) -> List[Tuple[str, str]]:
+    """``n`` (source, target) sentence pairs: 2-9 words, some hyphenated compounds, target = cipher of source."""
     pairs = []
     for _ in range(n):
         words = [rng.choice(_WORDS) for _ in range(rng.randint(2, 9))]
@@ -49,6 +48,19 @@ def toy_pairs(n: int, rng: random.Random) -> List[Tuple[str, str]]:
         tgt = " ".join("-".join(_cipher(p) for p in w.split("-")) for w in words).capitalize() + "."
         pairs.append((src, tgt))
     return pairs
+
+
+def write_toy_corpus(folder: Path, sizes: Dict[str, int], seed: int = 0) -> Dict[str, Tuple[List[str], List[str]]]:
+    """Write ``{split}.src`` / ``{split}.tgt`` (one sentence a line) to ``folder``; returns {split: (sources, targets)}."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = {}
+    for split, n in sizes.items():
+        pairs = toy_pairs(n, rng)
+        corpus[split] = ([s for s, _ in pairs], [t for _, t in pairs])
+        for side, lines in zip(("src", "tgt"), corpus[split]):
+            (folder / f"{split}.{side}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return corpus
 
 
 def build_toy_data(
@@ -98,21 +110,22 @@ def build_toy_data(
         "--testpref", str(pieces / "test"), "--destdir", str(out / "data-bin"),
         "--joined-dictionary", "--workers", "1",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ScriptError(f"fairseq-preprocess failed:\n{proc.stderr[-2000:]}")
+        raise ToolError(f"fairseq-preprocess failed:\n{proc.stderr[-2000:]}")
     manifest = {
         "format": 1,
-        "tool": "scripts._toy_data",
+        "tool": "fairseq_resmlp_tools.toy_data",
         "languages": {"src": src, "tgt": tgt},
         "line_counts": {split: {"binarized": n} for split, n in sizes.items()},
         "spm": {"model": "spm.model"},
         "fairseq": {"data_bin": "data-bin", "joined_dictionary": True},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "manifest.json", manifest)
     return out
 
 
+@console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="output directory")
@@ -126,5 +139,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

@@ -1,17 +1,18 @@
 """Small-data recipe: train on Multi30k (or any small corpus prepared with data_prep) for a fixed time, then
 average the last epoch checkpoints and score the test set.
 
-    python -m data_prep.parallel --src en --tgt de --out prepared/multi30k-en-de --vocab-size 8000 \
+    resmlp-prepare --src en --tgt de --out prepared/multi30k-en-de --vocab-size 8000 \
         --train ../shared/data/multi30k/train --valid ../shared/data/multi30k/val \
         --test ../shared/data/multi30k/test_2016_flickr
-    python scripts/train_small.py --arch resmlp_small --data prepared/multi30k-en-de --time-budget-minutes 10
-    python scripts/train_small.py --arch transformer_iwslt_de_en --data prepared/multi30k-en-de --time-budget-minutes 10
-    python scripts/train_small.py ... --dry-run                 # print the commands only
-    python scripts/train_small.py ... -- --max-update 2000      # extra fairseq-train options go after --
+    resmlp-train-small --arch resmlp_small --data prepared/multi30k-en-de --time-budget-minutes 10
+    resmlp-train-small --arch transformer_iwslt_de_en --data prepared/multi30k-en-de --time-budget-minutes 10
+    resmlp-train-small ... --dry-run                 # print the commands only
+    resmlp-train-small ... -- --max-update 2000      # extra fairseq-train options go after --
 
 Both architectures get the same training recipe, so that equal time means an equal comparison: Adam
 (0.9, 0.98), lr 1e-3 with 1000 warm-up updates then inverse square root decay, label smoothing 0.1,
-dropout 0.3 (the architectures' default), weight decay 1e-4, 4096 tokens per batch, shared embeddings
+the architecture's dropout (0.3 for resmlp_small; fairseq's transformer_iwslt_de_en defaults to 0.1, its
+IWSLT example passes --dropout 0.3: give ``--dropout`` to compare at equal dropout), weight decay 1e-4, 4096 tokens per batch, shared embeddings
 (joint SentencePiece dictionary), fp16 on a GPU. ``--lr``/``--warmup``/``--dropout`` override it.
 
 The time budget is fairseq's ``--stop-time-hours``: cumulative training time including validation and
@@ -19,7 +20,7 @@ checkpoint saving (it survives restarts), not counting start-up, averaging and t
 
 Steps (printed before they run): 1. fairseq-train into SAVE_DIR (console output also in SAVE_DIR/train.log);
 2. average the last ``--average-last`` epoch checkpoints; 3. evaluate the average on the test split with
-scripts/evaluate.py (beam 4; SAVE_DIR/eval/test_avg.json and .hyp); 4. plot the curves (SAVE_DIR/training.png).
+resmlp-evaluate (beam 4; SAVE_DIR/eval/test_avg.json and .hyp); 4. plot the curves (SAVE_DIR/training.png).
 Killed at any point (even kill -9), the same command resumes: finished steps are skipped and training
 continues from checkpoint_last.pt. More in docs/evaluation.md.
 """
@@ -31,34 +32,19 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts._common import USER_DIR, ScriptError, fairseq_command, run_main
-from scripts._recipe import (
-    Recipe,
-    cuda_device_count,
-    data_languages,
-    finishing_steps,
-    logging_args,
-    train_step,
-    valid_bleu_args,
-)
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools.recipes import fairseq_args, steps
+from fairseq_resmlp_tools.recipes.runner import Recipe
 
 ARCHS = ("resmlp_small", "transformer_iwslt_de_en", "resmlp_tiny", "resmlp_6", "transformer")
 
 
 def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -> List[str]:
     cmd = [
-        fairseq_command("fairseq-train"), str(args.data / "data-bin"),
-        "--user-dir", str(USER_DIR),
-        "--task", "translation", "--source-lang", src, "--target-lang", tgt,
-        "--arch", args.arch, "--share-all-embeddings",
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
-        "--lr", str(args.lr), "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", str(args.warmup), "--warmup-init-lr", "1e-07",
-        "--weight-decay", "0.0001",
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        *fairseq_args.train_command(args.data / "data-bin", args.arch, src, tgt),
+        *fairseq_args.adam_inverse_sqrt(args.lr, args.warmup, warmup_init_lr=1e-07),
+        "--clip-norm", "0.0", "--weight-decay", "0.0001",
+        *fairseq_args.label_smoothing(0.1),
         "--max-tokens", str(args.max_tokens),
         # Validation BLEU decodes step by step: bigger validation batches mean fewer decoding loops.
         "--max-tokens-valid", str(4 * args.max_tokens),
@@ -71,28 +57,25 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -
         "--save-interval", str(args.save_interval), "--validate-interval", str(args.save_interval),
         "--keep-last-epochs", str(args.average_last),
         "--seed", str(args.seed),
-        *logging_args(args.log_interval),
+        *fairseq_args.logging_args(args.log_interval),
     ]
     if args.dropout is not None:
         cmd += ["--dropout", str(args.dropout)]
     if args.valid_bleu:
-        cmd += valid_bleu_args()
-    if use_gpu:
-        cmd += ["--fp16", "--distributed-world-size", "1"]
-    else:
-        cmd += ["--cpu"]
+        cmd += fairseq_args.valid_bleu_args()
+    cmd += fairseq_args.device_args(1 if use_gpu else 0)
     return cmd + list(args.fairseq_args)
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
-    src, tgt = data_languages(args.data, args.source_lang, args.target_lang)
-    use_gpu = not args.cpu and cuda_device_count() > 0
+    src, tgt = steps.recipe_languages(args.data, args.source_lang, args.target_lang)
+    use_gpu = not args.cpu and steps.cuda_device_count() > 0
     if args.save_dir is None:
         args.save_dir = Path("runs") / f"small_{args.data.name}_{src}-{tgt}_{args.arch}"
     save = args.save_dir
-    steps = [
-        train_step(train_command(args, src, tgt, use_gpu), save),
-        *finishing_steps(save, "--num-epoch-checkpoints", args.average_last, [
+    commands = [
+        steps.train_step(train_command(args, src, tgt, use_gpu), save),
+        *steps.finishing_steps(save, "--num-epoch-checkpoints", args.average_last, [
             "--data", str(args.data), "--split", args.split, "--source-lang", src, "--target-lang", tgt,
             "--beam", str(args.beam), "--lenpen", str(args.lenpen),
             "--output", str(save / "eval" / f"{args.split}_avg.json"), *([] if use_gpu else ["--cpu"]),
@@ -100,11 +83,11 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     ]
     device = "1 GPU, fp16" if use_gpu else "CPU"
     title = f"{args.arch} on {args.data} {src}->{tgt}, {args.time_budget_minutes:g} min of training on {device}"
-    return Recipe(save, steps, title)
+    return Recipe(save, commands, title)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_small.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="resmlp-train-small", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=ARCHS, default="resmlp_small", help="model architecture (default %(default)s)")
     p.add_argument("--data", type=Path, required=True, help="data_prep output directory (manifest.json, spm.model, raw/, data-bin/)")
     p.add_argument("--time-budget-minutes", type=float, default=10.0,
@@ -114,40 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-lang", help="target language (default: the manifest's target)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default %(default)s)")
     p.add_argument("--warmup", type=int, default=1000, help="linear warm-up updates (default %(default)s)")
-    p.add_argument("--dropout", type=float, help="dropout (default: the architecture's, 0.3 for both small ones)")
+    p.add_argument("--dropout", type=float, help="dropout (default: the architecture's: 0.3 for resmlp_small, 0.1 for transformer_iwslt_de_en)")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch (default %(default)s)")
     p.add_argument("--save-interval", type=int, default=1,
                    help="validate and save a checkpoint every N epochs (default %(default)s)")
     p.add_argument("--average-last", type=int, default=5, help="average the last N saved epoch checkpoints (default %(default)s)")
     p.add_argument("--split", default="test", help="data split to evaluate (default %(default)s)")
-    p.add_argument("--beam", type=int, default=4, help="beam size for the evaluation (default %(default)s)")
-    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty for the evaluation (default %(default)s)")
-    p.add_argument("--no-valid-bleu", dest="valid_bleu", action="store_false",
-                   help="do not compute validation BLEU during training (faster; the plot then has no BLEU)")
-    p.add_argument("--log-interval", type=int, default=50, help="updates between training log records (default %(default)s)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
-    p.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="after --: more fairseq-train options (they win over the recipe's)")
+    steps.add_recipe_args(p, log_interval=50)
     return p
 
 
+@console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.fairseq_args and args.fairseq_args[0] == "--":
-        args.fairseq_args = args.fairseq_args[1:]
+    args = steps.parse_recipe_args(build_parser(), argv)
     if args.time_budget_minutes <= 0:
-        raise ScriptError("--time-budget-minutes must be positive")
+        raise ToolError("--time-budget-minutes must be positive")
     if args.average_last < 1:
-        raise ScriptError("--average-last must be at least 1")
+        raise ToolError("--average-last must be at least 1")
     if args.save_interval < 1:
-        raise ScriptError("--save-interval must be at least 1")
-    recipe = build_recipe(args)
-    recipe.run(dry_run=args.dry_run)
-    if not args.dry_run:
-        print(f"result: {args.save_dir / 'eval' / f'{args.split}_avg.json'}")
-    return 0
+        raise ToolError("--save-interval must be at least 1")
+    return steps.run_recipe(build_recipe(args), args.dry_run, args.save_dir / "eval" / f"{args.split}_avg.json")
+
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

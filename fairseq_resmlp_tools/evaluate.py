@@ -1,9 +1,9 @@
 """Translate a prepared test set with a checkpoint (or the average of several) and score it.
 
-    python scripts/evaluate.py runs/x/checkpoint_best.pt --data prepared/multi30k-en-de --split test
-    python scripts/evaluate.py runs/x/checkpoint_3_9000.pt runs/x/checkpoint_3_10000.pt --data DIR   # averaged
-    python scripts/evaluate.py CKPT --data-bin DIR/data-bin --spm-model DIR/spm.model --ref-raw DIR/raw/test.de
-    python scripts/evaluate.py --generate-output gen.txt --spm-model M --ref-raw R   # score an existing run
+    resmlp-evaluate runs/x/checkpoint_best.pt --data prepared/multi30k-en-de --split test
+    resmlp-evaluate runs/x/checkpoint_3_9000.pt runs/x/checkpoint_3_10000.pt --data DIR   # averaged
+    resmlp-evaluate CKPT --data-bin DIR/data-bin --spm-model DIR/spm.model --ref-raw DIR/raw/test.de
+    resmlp-evaluate --generate-output gen.txt --spm-model M --ref-raw R   # score an existing run
 
 Translation runs ``fairseq-generate`` with ``--user-dir fairseq_resmlp`` and ``--required-batch-size-multiple
 1``: with fairseq's default of 8 it silently drops up to 7 sentences of the test set. The hypotheses are put
@@ -42,21 +42,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts._common import (
-    USER_DIR,
-    ScriptError,
-    atomic_path,
-    child_env,
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, write_json_atomic, write_text_atomic
+from fairseq_resmlp_tools.fairseq_io import (
     fairseq_command,
     format_command,
-    make_temp_dir,
-    read_lines,
-    run_main,
-    write_text_atomic,
+    mmap_index_count,
+    order_hypotheses,
+    parse_generate_output,
+    user_dir,
 )
+from fairseq_resmlp_tools.prepared_data import data_languages
 
 RESULT_FORMAT = 1
 
@@ -64,7 +60,6 @@ RESULT_FORMAT = 1
 # Python's re.sub scans left to right without overlaps exactly as perl's /g does, so "a-b-c" becomes
 # "a ##AT##-##AT## b-c" in both.
 _COMPOUND = re.compile(r"(\S)-(\S)")
-_HYPOTHESIS = re.compile(r"^H-(\d+)\t([^\t]*)\t(.*)$")
 
 
 # --- scoring ---------------------------------------------------------------------------------------------
@@ -85,7 +80,7 @@ def moses_like_tokenizer(name: str):
         from sacrebleu.tokenizers.tokenizer_intl import TokenizerV14International
 
         return TokenizerV14International()
-    raise ScriptError(f"unknown --tok-tokenizer {name!r} (choose 13a or intl)")
+    raise ToolError(f"unknown --tok-tokenizer {name!r} (choose 13a or intl)")
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str], tok_tokenizer: str = "13a") -> Dict[str, Any]:
@@ -93,7 +88,7 @@ def score(hypotheses: Sequence[str], references: Sequence[str], tok_tokenizer: s
     from sacrebleu.metrics import BLEU, CHRF
 
     if len(hypotheses) != len(references):
-        raise ScriptError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+        raise ToolError(f"{len(hypotheses)} hypotheses for {len(references)} references")
     bleu = BLEU()
     bleu_result = bleu.corpus_score(list(hypotheses), [list(references)])
     chrf = CHRF()
@@ -128,46 +123,6 @@ def score(hypotheses: Sequence[str], references: Sequence[str], tok_tokenizer: s
 # --- hypotheses ------------------------------------------------------------------------------------------
 
 
-def parse_generate_output(text: str) -> List[Tuple[int, str]]:
-    """(sentence id, hypothesis pieces) for every ``H-`` line of fairseq-generate's output, as printed."""
-    found = []
-    for line in text.split("\n"):
-        m = _HYPOTHESIS.match(line)
-        if m:
-            found.append((int(m.group(1)), m.group(3)))
-    return found
-
-
-def order_hypotheses(found: Sequence[Tuple[int, str]], n_refs: int, where: str) -> List[str]:
-    """Hypotheses sorted by id; refuses (ScriptError) unless ids are exactly 0..n_refs-1, each once."""
-    by_id: Dict[int, str] = {}
-    duplicates = set()
-    for i, hyp in found:
-        if i in by_id:
-            duplicates.add(i)
-        by_id[i] = hyp
-    missing = sorted(set(range(n_refs)) - set(by_id))
-    extra = sorted(set(by_id) - set(range(n_refs)))
-    problems = []
-    if missing:
-        problems.append(f"no hypothesis for {len(missing)} sentence(s) (ids {_preview(missing)})")
-    if extra:
-        problems.append(f"{len(extra)} hypothesis id(s) beyond the {n_refs} references (ids {_preview(extra)})")
-    if duplicates:
-        problems.append(f"several hypotheses for sentence id(s) {_preview(sorted(duplicates))}")
-    if problems:
-        raise ScriptError(
-            f"{where}: {len(found)} hypotheses for {n_refs} references: " + "; ".join(problems)
-            + ". Refusing to score: BLEU over a different set of sentences is not comparable"
-        )
-    return [by_id[i] for i in range(n_refs)]
-
-
-def _preview(ids: Sequence[int], k: int = 8) -> str:
-    shown = ", ".join(map(str, ids[:k]))
-    return shown + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
-
-
 def decode_pieces(hypotheses: Sequence[str], spm_model: Path) -> List[str]:
     """SentencePiece pieces (as fairseq prints them) back to text. sentencepiece's own decoder also undoes
     byte-fallback pieces (``<0xE2>`` ...), which fairseq's ``--bpe sentencepiece`` would leave in the text."""
@@ -197,7 +152,7 @@ def _languages_from_data_bin(data_bin: Path, split: str) -> Tuple[str, str]:
                     if (m := re.match(rf"^{re.escape(split)}\.([^.-]+)-([^.-]+)\.", p.name))})
     if len(pairs) != 1:
         found = ", ".join(f"{s}-{t}" for s, t in pairs) or "none"
-        raise ScriptError(
+        raise ToolError(
             f"cannot tell the language pair of {data_bin} for split {split} (found: {found}); "
             "give --source-lang and --target-lang"
         )
@@ -211,60 +166,47 @@ def resolve_data(args: argparse.Namespace) -> EvalData:
     src, tgt = args.source_lang, args.target_lang
     if args.data is not None:
         if not args.data.is_dir():
-            raise ScriptError(f"--data {args.data} is not a directory")
-        manifest_path = args.data / "manifest.json"
-        if manifest_path.exists():
-            try:
-                langs = json.loads(manifest_path.read_text(encoding="utf-8")).get("languages", {})
-            except ValueError as e:
-                raise ScriptError(f"{manifest_path} is not valid JSON: {e}") from None
-            # The data-bin serves both directions; the manifest names the pair as prepared.
-            if src is None and tgt is None:
-                src, tgt = langs.get("src"), langs.get("tgt")
-            elif src is None:
-                src = next((lang for lang in (langs.get("src"), langs.get("tgt")) if lang != tgt), None)
-            elif tgt is None:
-                tgt = next((lang for lang in (langs.get("src"), langs.get("tgt")) if lang != src), None)
+            raise ToolError(f"--data {args.data} is not a directory")
+        # The data-bin serves both directions; the manifest names the pair as prepared.
+        src, tgt = data_languages(args.data, src, tgt)
         data_bin = data_bin or args.data / "data-bin"
         spm_model = spm_model or args.data / "spm.model"
     if data_bin is None and args.generate_output is None:
-        raise ScriptError("give --data DIR (a data_prep output directory) or --data-bin DIR")
+        raise ToolError("give --data DIR (a data_prep output directory) or --data-bin DIR")
     if data_bin is not None and not data_bin.is_dir():
-        raise ScriptError(f"data-bin directory {data_bin} does not exist")
+        raise ToolError(f"data-bin directory {data_bin} does not exist")
     if data_bin is not None and (src is None or tgt is None):
         src, tgt = _languages_from_data_bin(data_bin, args.split)
     if spm_model is None:
-        raise ScriptError("give --spm-model (the SentencePiece model the data was encoded with) or --data DIR")
+        raise ToolError("give --spm-model (the SentencePiece model the data was encoded with) or --data DIR")
     if not spm_model.is_file():
-        raise ScriptError(f"SentencePiece model {spm_model} does not exist")
+        raise ToolError(f"SentencePiece model {spm_model} does not exist")
     references = args.ref_raw
     if references is None:
         if args.data is None or tgt is None:
-            raise ScriptError("give --ref-raw (the untokenized reference text) or --data DIR")
+            raise ToolError("give --ref-raw (the untokenized reference text) or --data DIR")
         references = args.data / "raw" / f"{args.split}.{tgt}"
     if not references.is_file():
-        raise ScriptError(f"reference file {references} does not exist")
+        raise ToolError(f"reference file {references} does not exist")
     return EvalData(data_bin, spm_model, references, src, tgt, args.split)
 
 
-_MMAP_MAGIC = b"MMIDIDX\x00\x00"
-
-
 def data_bin_size(data_bin: Path, split: str, src: str, tgt: str) -> Optional[int]:
-    """Sentences in the binarized split (either direction's files); None for a non-mmap dataset format.
-
-    Read from the header of fairseq's mmap index (magic, version, dtype code, count) rather than by importing
-    fairseq, which costs seconds.
-    """
+    """Sentences in the binarized split (either direction's files); None for a non-mmap dataset format."""
     for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
         idx = data_bin / f"{split}.{pair}.{tgt}.idx"
         if idx.exists():
-            with open(idx, "rb") as f:
-                header = f.read(26)
-            if len(header) < 26 or header[:9] != _MMAP_MAGIC:
+            try:
+                return mmap_index_count(idx)
+            except ToolError:  # another dataset implementation: fairseq-generate itself will read it
                 return None
-            return int.from_bytes(header[18:26], "little")
-    raise ScriptError(f"{data_bin} has no split {split!r} for {src}-{tgt} (looked for {split}.{src}-{tgt}.{tgt}.idx)")
+    raise ToolError(f"{data_bin} has no split {split!r} for {src}-{tgt} (looked for {split}.{src}-{tgt}.{tgt}.idx)")
+
+
+def read_lines(path: Path) -> List[str]:
+    """Lines of a UTF-8 text file without their newlines, split exactly as fairseq-preprocess splits them."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
 
 
 # --- translation -----------------------------------------------------------------------------------------
@@ -273,7 +215,7 @@ def data_bin_size(data_bin: Path, split: str, src: str, tgt: str) -> Optional[in
 def generate_command(checkpoint: Path, data: EvalData, args: argparse.Namespace) -> List[str]:
     cmd = [
         fairseq_command("fairseq-generate"), str(data.data_bin),
-        "--user-dir", str(USER_DIR),
+        "--user-dir", str(user_dir()),
         "--task", "translation",
         "--path", str(checkpoint),
         "--source-lang", str(data.source_lang), "--target-lang", str(data.target_lang),
@@ -298,10 +240,10 @@ def run_generate(cmd: Sequence[str], output: Path) -> None:
     """Run fairseq-generate, its stdout into ``output``; on failure report the end of its log."""
     print(format_command(cmd), file=sys.stderr)
     with open(output, "w", encoding="utf-8") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=child_env())
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
-        raise ScriptError(f"fairseq-generate failed (exit status {proc.returncode}):\n{tail}")
+        raise ToolError(f"fairseq-generate failed (exit status {proc.returncode}):\n{tail}")
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -369,7 +311,7 @@ def load_result(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="resmlp-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", type=Path, nargs="*", help="checkpoint file(s); several are averaged first")
     g = p.add_argument_group("data")
     g.add_argument("--data", type=Path, help="a data_prep output directory (manifest.json, spm.model, raw/, data-bin/)")
@@ -403,21 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     """Translate (unless --generate-output), check the counts, score and write the outputs; the result dict."""
     if args.generate_output is None and not args.checkpoints:
-        raise ScriptError("give at least one checkpoint (or --generate-output FILE)")
+        raise ToolError("give at least one checkpoint (or --generate-output FILE)")
     if args.generate_output is not None and args.checkpoints:
-        raise ScriptError("give either checkpoints or --generate-output, not both")
+        raise ToolError("give either checkpoints or --generate-output, not both")
     for c in args.checkpoints:
         if not c.is_file():
-            raise ScriptError(f"checkpoint {c} does not exist")
+            raise ToolError(f"checkpoint {c} does not exist")
     if args.generate_output is not None and not args.generate_output.is_file():
-        raise ScriptError(f"--generate-output {args.generate_output} does not exist")
+        raise ToolError(f"--generate-output {args.generate_output} does not exist")
     if args.beam < 1:
-        raise ScriptError("--beam must be at least 1")
+        raise ToolError("--beam must be at least 1")
     data = resolve_data(args)
 
     output = args.output or default_output(args, data)
     if output.suffix != ".json":
-        raise ScriptError(f"--output {output} should end in .json (the hypotheses are written next to it)")
+        raise ToolError(f"--output {output} should end in .json (the hypotheses are written next to it)")
     stem = output.with_suffix("")
     hyp_path = Path(f"{stem}.hyp")
     gen_path = Path(f"{stem}.generate.txt")
@@ -432,11 +374,11 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     if args.src_raw is not None:
         n_src = len(read_lines(args.src_raw))
         if n_src != n:
-            raise ScriptError(f"--src-raw {args.src_raw} has {n_src} lines but the references {data.references} have {n}")
+            raise ToolError(f"--src-raw {args.src_raw} has {n_src} lines but the references {data.references} have {n}")
     if data.data_bin is not None:
         n_bin = data_bin_size(data.data_bin, data.split, str(data.source_lang), str(data.target_lang))
         if n_bin is not None and n_bin != n:
-            raise ScriptError(
+            raise ToolError(
                 f"the references {data.references} have {n} lines but {data.data_bin} split {data.split} has {n_bin} "
                 "sentences: they are not the same test set"
             )
@@ -451,7 +393,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             cmd = None
         else:
             if len(args.checkpoints) > 1:
-                from scripts.average_checkpoints import average_checkpoints, save_checkpoint
+                from fairseq_resmlp_tools.average import average_checkpoints, save_checkpoint
 
                 checkpoint = args.save_average or tmp / "averaged.pt"
                 print(f"averaging {len(args.checkpoints)} checkpoints -> {checkpoint}", file=sys.stderr)
@@ -464,7 +406,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             run_generate(cmd, tmp / "generate.txt")
             generate_text = (tmp / "generate.txt").read_text(encoding="utf-8")
             where = "fairseq-generate"
-        hypotheses = order_hypotheses(parse_generate_output(generate_text), n, where)
+        hypotheses = order_hypotheses(parse_generate_output(generate_text.split("\n")), n, where)
         detok = decode_pieces(hypotheses, data.spm_model)
         metrics = score(detok, references, args.tok_tokenizer)
         result = {
@@ -494,12 +436,13 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         if args.generate_output is None:
             with atomic_path(gen_path) as t:
                 shutil.copyfile(tmp / "generate.txt", t)
-        write_text_atomic(output, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        write_json_atomic(output, result)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
+@console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     result = evaluate(args)
@@ -507,5 +450,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

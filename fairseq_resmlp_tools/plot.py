@@ -1,7 +1,7 @@
 """Plot training loss, validation loss and validation BLEU against updates and wall time, for one or more runs.
 
-    python scripts/plot_training.py runs/resmlp/train.log runs/transformer/train.log -o curves.png
-    python scripts/plot_training.py runs/*/train.log --labels ResMLP Transformer --loss nll_loss -o curves.png
+    resmlp-plot runs/resmlp/train.log runs/transformer/train.log -o curves.png
+    resmlp-plot runs/*/train.log --labels ResMLP Transformer --loss nll_loss -o curves.png
 
 Reads fairseq-train's ``--log-format json`` output: either its console output saved to a file (lines like
 ``2024-01-01 10:00:00 | INFO | train_inner | {"loss": ...}``; the recipes save it as ``SAVE_DIR/train.log``)
@@ -16,19 +16,15 @@ Prints a summary (updates, hours, last training loss, best validation loss and B
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts._common import ScriptError, atomic_path, run_main
-
-_TAGS = ("train_inner", "train", "valid")
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools._fs import atomic_path
+from fairseq_resmlp_tools.fairseq_io import read_json_log
 
 
 @dataclass
@@ -72,52 +68,28 @@ def _number(value) -> Optional[float]:
         return None
 
 
-def _classify(record: dict) -> str:
-    """Tag of a bare JSON record (``--log-file`` output has no tags): validation, epoch summary or inner."""
-    if any(k.startswith("valid_") for k in record):
-        return "valid"
-    if "train_loss" in record:
-        return "train"
-    return "train_inner"
-
-
 def parse_log(path: Path, label: Optional[str] = None) -> RunLog:
     """Read one fairseq JSON log; later records for the same update replace earlier ones (resumed runs)."""
     if not path.is_file():
-        raise ScriptError(f"log file {path} does not exist")
+        raise ToolError(f"log file {path} does not exist")
     run = RunLog(label or path.parent.name or path.stem)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            brace = line.find("{")
-            if brace < 0 or not line.endswith("}"):
-                continue
-            try:
-                record = json.loads(line[brace:])
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            prefix = line[:brace].rstrip(" |").split("|")
-            tag = prefix[-1].strip() if len(prefix) >= 3 else _classify(record)
-            if tag not in _TAGS:
-                continue
-            stats = {k: v for k, v in ((k, _number(v)) for k, v in record.items()) if v is not None}
-            if tag == "valid":
-                update = stats.get("valid_num_updates")
-                if update is not None:
-                    run.valid[int(update)] = {k[len("valid_"):]: v for k, v in stats.items() if k.startswith("valid_")}
-            elif tag == "train":  # end-of-epoch summary: keys are prefixed with train_
-                update = stats.get("train_num_updates")
-                if update is not None:
-                    epoch = {k[len("train_"):]: v for k, v in stats.items() if k.startswith("train_")}
-                    run.epochs[int(update)] = (stats.get("train_wall", math.nan), epoch)
-            else:
-                update = stats.get("num_updates")
-                if update is not None:
-                    run.train[int(update)] = (stats.get("wall", math.nan), stats)
+    for tag, record in read_json_log(path):
+        stats = {k: v for k, v in ((k, _number(v)) for k, v in record.items()) if v is not None}
+        if tag == "valid":
+            update = stats.get("valid_num_updates")
+            if update is not None:
+                run.valid[int(update)] = {k[len("valid_"):]: v for k, v in stats.items() if k.startswith("valid_")}
+        elif tag == "train":  # end-of-epoch summary: keys are prefixed with train_
+            update = stats.get("train_num_updates")
+            if update is not None:
+                epoch = {k[len("train_"):]: v for k, v in stats.items() if k.startswith("train_")}
+                run.epochs[int(update)] = (stats.get("train_wall", math.nan), epoch)
+        else:
+            update = stats.get("num_updates")
+            if update is not None:
+                run.train[int(update)] = (stats.get("wall", math.nan), stats)
     if not run.train and not run.epochs and not run.valid:
-        raise ScriptError(f"{path} has no fairseq JSON records (was training run with --log-format json?)")
+        raise ToolError(f"{path} has no fairseq JSON records (was training run with --log-format json?)")
     return run
 
 
@@ -193,6 +165,7 @@ def plot(runs: Sequence[RunLog], output: Path, loss_key: str = "loss", time_unit
     plt.close(fig)
 
 
+@console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="plot_training.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", type=Path, nargs="+", help="fairseq-train JSON logs, one per run")
@@ -204,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--title", help="figure title")
     args = p.parse_args(argv)
     if args.labels and len(args.labels) != len(args.logs):
-        raise ScriptError(f"--labels has {len(args.labels)} names for {len(args.logs)} logs")
+        raise ToolError(f"--labels has {len(args.labels)} names for {len(args.logs)} logs")
     labels = args.labels or [None] * len(args.logs)
     runs = [parse_log(path, label) for path, label in zip(args.logs, labels)]
     if len({r.label for r in runs}) < len(runs):  # same directory names: fall back to the paths
@@ -216,5 +189,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

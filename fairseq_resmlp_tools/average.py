@@ -2,10 +2,10 @@
 
 Pick the checkpoints by name or let the script find the last N in a directory:
 
-    python scripts/average_checkpoints.py --inputs runs/x/checkpoint_3_9000.pt runs/x/checkpoint_3_10000.pt \\
+    resmlp-average --inputs runs/x/checkpoint_3_9000.pt runs/x/checkpoint_3_10000.pt \\
         --output runs/x/checkpoint_avg.pt
-    python scripts/average_checkpoints.py --inputs runs/x --num-update-checkpoints 10 --output runs/x/avg10.pt
-    python scripts/average_checkpoints.py --inputs runs/x --num-epoch-checkpoints 5 --output runs/x/avg5.pt
+    resmlp-average --inputs runs/x --num-update-checkpoints 10 --output runs/x/avg10.pt
+    resmlp-average --inputs runs/x --num-epoch-checkpoints 5 --output runs/x/avg5.pt
 
 ``--num-update-checkpoints`` picks ``checkpoint_E_U.pt`` files (saved with ``--save-interval-updates``) by
 update U; ``--num-epoch-checkpoints`` picks ``checkpointE.pt`` files by epoch E. Floating-point parameters
@@ -30,12 +30,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch
 
-from scripts._common import ScriptError, atomic_path, checkpoint_safe_globals, run_main
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools._fs import atomic_path
 
 _BY_UPDATE = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")
 _BY_EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
@@ -50,7 +48,7 @@ def last_checkpoints(
     if by not in ("update", "epoch"):
         raise ValueError(f"by must be 'update' or 'epoch', not {by!r}")
     if not directory.is_dir():
-        raise ScriptError(f"{directory} is not a directory")
+        raise ToolError(f"{directory} is not a directory")
     pattern = _BY_UPDATE if by == "update" else _BY_EPOCH
     found = []
     for path in directory.iterdir():
@@ -62,7 +60,7 @@ def last_checkpoints(
     found.sort()
     if len(found) < n and not (allow_fewer and found):
         example = "checkpoint_E_U.pt (--save-interval-updates)" if by == "update" else "checkpointE.pt"
-        raise ScriptError(
+        raise ToolError(
             f"{directory} has {len(found)} checkpoint(s) named like {example}"
             f"{'' if upper_bound is None else f' up to {upper_bound}'}, but {n} were asked for"
         )
@@ -72,19 +70,21 @@ def last_checkpoints(
 def load_checkpoint(path: Path) -> Dict[str, Any]:
     """A fairseq checkpoint as a dict, loaded on the CPU without unpickling arbitrary objects."""
     if not path.is_file():
-        raise ScriptError(f"checkpoint {path} does not exist")
+        raise ToolError(f"checkpoint {path} does not exist")
+    from fairseq_resmlp._compat import fairseq_checkpoint_globals  # imports fairseq: only when loading
+
     try:
-        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        with torch.serialization.safe_globals(fairseq_checkpoint_globals()):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ScriptError(
+        raise ToolError(
             f"{path} cannot be loaded with torch.load(weights_only=True), which runs no code from the file: "
             + " ".join(line.strip() for line in str(e).splitlines() if "WeightsUnpickler" in line or "GLOBAL" in line)
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise ScriptError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {e}") from None
+        raise ToolError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {e}") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise ScriptError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
+        raise ToolError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
     return state
 
 
@@ -95,7 +95,7 @@ def average_state_dicts(states: Sequence[Dict[str, torch.Tensor]], names: Sequen
         if set(state) != set(first):
             missing = sorted(set(first) - set(state))[:3]
             extra = sorted(set(state) - set(first))[:3]
-            raise ScriptError(
+            raise ToolError(
                 f"{name} has different parameters from {names[0]} (missing {missing}, extra {extra}): "
                 "only checkpoints of the same model can be averaged"
             )
@@ -103,7 +103,7 @@ def average_state_dicts(states: Sequence[Dict[str, torch.Tensor]], names: Sequen
     for key, ref in first.items():
         for state, name in zip(states[1:], names[1:]):
             if state[key].shape != ref.shape:
-                raise ScriptError(f"{key} has shape {tuple(state[key].shape)} in {name} but {tuple(ref.shape)} in {names[0]}")
+                raise ToolError(f"{key} has shape {tuple(state[key].shape)} in {name} but {tuple(ref.shape)} in {names[0]}")
         if ref.is_floating_point():
             # Summing in float64 keeps the mean exact to the original precision however many inputs there are.
             total = torch.zeros(ref.shape, dtype=torch.float64)
@@ -113,7 +113,7 @@ def average_state_dicts(states: Sequence[Dict[str, torch.Tensor]], names: Sequen
         else:
             for state, name in zip(states[1:], names[1:]):
                 if not torch.equal(state[key], ref):
-                    raise ScriptError(f"non-floating-point tensor {key} differs between {names[0]} and {name}")
+                    raise ToolError(f"non-floating-point tensor {key} differs between {names[0]} and {name}")
             averaged[key] = ref.clone()
     return averaged
 
@@ -121,9 +121,9 @@ def average_state_dicts(states: Sequence[Dict[str, torch.Tensor]], names: Sequen
 def average_checkpoints(paths: Sequence[Path]) -> Dict[str, Any]:
     """A checkpoint dict whose model is the mean of the models of ``paths`` (configuration of the first)."""
     if not paths:
-        raise ScriptError("no checkpoints to average")
+        raise ToolError("no checkpoints to average")
     if len(set(Path(p).resolve() for p in paths)) != len(paths):
-        raise ScriptError("the same checkpoint is listed twice")
+        raise ToolError("the same checkpoint is listed twice")
     result: Optional[Dict[str, Any]] = None
     models = []
     for path in paths:
@@ -157,20 +157,21 @@ def resolve_inputs(
 ) -> List[Path]:
     if num_update is not None or num_epoch is not None:
         if len(inputs) != 1 or not inputs[0].is_dir():
-            raise ScriptError("--num-update-checkpoints/--num-epoch-checkpoints need --inputs to be one directory")
+            raise ToolError("--num-update-checkpoints/--num-epoch-checkpoints need --inputs to be one directory")
         n, by = (num_update, "update") if num_update is not None else (num_epoch, "epoch")
         if n < 1:
-            raise ScriptError(f"the number of checkpoints to average must be at least 1, not {n}")
+            raise ToolError(f"the number of checkpoints to average must be at least 1, not {n}")
         return last_checkpoints(inputs[0], n, by, upper_bound, allow_fewer)
     for p in inputs:
         if p.is_dir():
-            raise ScriptError(f"{p} is a directory: give --num-update-checkpoints N or --num-epoch-checkpoints N")
+            raise ToolError(f"{p} is a directory: give --num-update-checkpoints N or --num-epoch-checkpoints N")
     return list(inputs)
 
 
+@console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
-        prog="average_checkpoints.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="resmlp-average", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--inputs", type=Path, nargs="+", required=True, help="checkpoint files, or one directory with --num-*-checkpoints")
     p.add_argument("--output", type=Path, required=True, help="where to write the averaged checkpoint")
@@ -182,7 +183,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="with --num-*-checkpoints N: average all there are if there are fewer than N (at least one)")
     args = p.parse_args(argv)
     if args.checkpoint_upper_bound is not None and args.num_update_checkpoints is None and args.num_epoch_checkpoints is None:
-        raise ScriptError("--checkpoint-upper-bound only applies with --num-update-checkpoints or --num-epoch-checkpoints")
+        raise ToolError("--checkpoint-upper-bound only applies with --num-update-checkpoints or --num-epoch-checkpoints")
     paths = resolve_inputs(
         args.inputs, args.num_update_checkpoints, args.num_epoch_checkpoints, args.checkpoint_upper_bound, args.allow_fewer
     )
@@ -190,11 +191,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in paths:
         print(f"  {path}", file=sys.stderr)
     if args.output.resolve() in {q.resolve() for q in paths}:
-        raise ScriptError(f"--output {args.output} is one of the inputs")
+        raise ToolError(f"--output {args.output} is one of the inputs")
     save_checkpoint(average_checkpoints(paths), args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

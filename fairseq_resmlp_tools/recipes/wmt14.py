@@ -1,10 +1,10 @@
 """The ResMLP paper's WMT14 recipe (Touvron et al. 2021, machine translation): train resmlp_6 or resmlp_12 on
 En-De or En-Fr, average the last checkpoints, and score newstest2014.
 
-    python -m data_prep.wmt14 --pair en-de --out prepared/wmt14-en-de          # see docs/data_prep.md
-    python scripts/train_wmt14.py --pair en-de --arch resmlp_6 --data prepared/wmt14-en-de --dry-run
-    python scripts/train_wmt14.py --pair en-de --arch resmlp_6 --data prepared/wmt14-en-de      # all visible GPUs
-    python scripts/train_wmt14.py ... --gpus 4 -- --max-update 50000                            # extra fairseq options
+    resmlp-prepare-wmt14 --pair en-de --out prepared/wmt14-en-de          # see docs/data_prep.md
+    resmlp-train-wmt14 --pair en-de --arch resmlp_6 --data prepared/wmt14-en-de --dry-run
+    resmlp-train-wmt14 --pair en-de --arch resmlp_6 --data prepared/wmt14-en-de      # all visible GPUs
+    resmlp-train-wmt14 ... --gpus 4 -- --max-update 50000                            # extra fairseq options
 
 The paper's settings: Adagrad, learning rate 0.2 after 32k updates of linear warm-up, label smoothing 0.1,
 dropout 0.15 (En-De) or 0.1 (En-Fr), LayerScale initialised at 0.2, beam 4 at test time, and otherwise "the
@@ -22,7 +22,7 @@ averaging. Choices this script makes where the paper is silent (all overridable)
 
 Multi-GPU training is fairseq's own (``--distributed-world-size N``, one process per GPU, NCCL). Steps
 (printed before they run): 1. fairseq-train (console output also in SAVE_DIR/train.log); 2. average the last
-``--average-last`` update checkpoints; 3. scripts/evaluate.py on newstest2014 (``test``): sacreBLEU,
+``--average-last`` update checkpoints; 3. resmlp-evaluate on newstest2014 (``test``): sacreBLEU,
 chrF and the paper's tokenized compound-split BLEU; 4. plot the curves. Killed at any point (even kill -9),
 the same command resumes: finished steps are skipped and training continues from checkpoint_last.pt.
 More in docs/evaluation.md.
@@ -36,19 +36,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts._common import USER_DIR, ScriptError, fairseq_command, run_main
-from scripts._recipe import (
-    Recipe,
-    cuda_device_count,
-    data_languages,
-    finishing_steps,
-    logging_args,
-    train_step,
-    valid_bleu_args,
-)
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools.recipes import fairseq_args, steps
+from fairseq_resmlp_tools.recipes.runner import Recipe
 
 PAIRS = ("en-de", "de-en", "en-fr", "fr-en")
 OTT_BATCH_TOKENS = 3584 * 128  # fairseq's scaling_nmt recipe: --max-tokens 3584 on 128 GPUs (or 8 x --update-freq 16)
@@ -65,15 +55,12 @@ def update_freq(batch_tokens: int, max_tokens: int, gpus: int) -> int:
 
 def train_command(args: argparse.Namespace, src: str, tgt: str, gpus: int) -> List[str]:
     cmd = [
-        fairseq_command("fairseq-train"), str(args.data / "data-bin"),
-        "--user-dir", str(USER_DIR),
-        "--task", "translation", "--source-lang", src, "--target-lang", tgt,
-        "--arch", args.arch, "--share-all-embeddings",
+        *fairseq_args.train_command(args.data / "data-bin", args.arch, src, tgt),
         "--layerscale-init", "0.2",
         "--dropout", str(args.dropout if args.dropout is not None else paper_dropout(args.pair)),
         "--optimizer", "adagrad", "--lr", str(args.lr),
         "--lr-scheduler", "fixed", "--warmup-updates", str(args.warmup),
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        *fairseq_args.label_smoothing(0.1),
         "--max-tokens", str(args.max_tokens),
         "--update-freq", str(update_freq(args.batch_tokens, args.max_tokens, gpus)),
         "--max-update", str(args.max_update),
@@ -82,31 +69,28 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, gpus: int) -> Li
         "--keep-interval-updates", str(max(args.average_last, 1)),
         "--keep-last-epochs", "1",
         # Validation (newstest2013) only monitors training: an over-long sentence is skipped there rather than
-        # stopping the run. The final evaluation never skips: scripts/evaluate.py checks every line is translated.
+        # stopping the run. The final evaluation never skips: resmlp-evaluate checks every line is translated.
         "--skip-invalid-size-inputs-valid-test",
         "--required-batch-size-multiple", "1",
         "--seed", str(args.seed),
-        *logging_args(args.log_interval),
+        *fairseq_args.logging_args(args.log_interval),
     ]
     if args.valid_bleu:
-        cmd += valid_bleu_args()
-    if gpus > 0:
-        cmd += ["--fp16", "--distributed-world-size", str(gpus)]
-    else:
-        cmd += ["--cpu"]
+        cmd += fairseq_args.valid_bleu_args()
+    cmd += fairseq_args.device_args(gpus)
     return cmd + list(args.fairseq_args)
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
     src, tgt = args.pair.split("-")
-    data_src, data_tgt = data_languages(args.data, src, tgt)
-    gpus = 0 if args.cpu else (args.gpus if args.gpus is not None else cuda_device_count())
+    data_src, data_tgt = steps.recipe_languages(args.data, src, tgt)
+    gpus = 0 if args.cpu else (args.gpus if args.gpus is not None else steps.cuda_device_count())
     if args.save_dir is None:
         args.save_dir = Path("runs") / f"wmt14_{args.pair}_{args.arch}"
     save = args.save_dir
-    steps = [
-        train_step(train_command(args, data_src, data_tgt, gpus), save),
-        *finishing_steps(save, "--num-update-checkpoints", args.average_last, [
+    commands = [
+        steps.train_step(train_command(args, data_src, data_tgt, gpus), save),
+        *steps.finishing_steps(save, "--num-update-checkpoints", args.average_last, [
             "--data", str(args.data), "--split", "test", "--source-lang", data_src, "--target-lang", data_tgt,
             "--beam", str(args.beam), "--lenpen", str(args.lenpen), "--output", str(save / "eval" / "test_avg.json"),
             *(["--fp16"] if gpus > 0 else ["--cpu"]),
@@ -116,11 +100,11 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     device = f"{gpus} GPU(s), fp16" if gpus else "CPU"
     title = (f"{args.arch} WMT14 {src}->{tgt} on {device}: up to {per_update:,} tokens per update "
              f"(target {args.batch_tokens:,}), {args.max_update:,} updates")
-    return Recipe(save, steps, title)
+    return Recipe(save, commands, title)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_wmt14.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="resmlp-train-wmt14", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pair", choices=PAIRS, required=True, help="translation direction, source first")
     p.add_argument("--arch", choices=("resmlp_6", "resmlp_12"), default="resmlp_6", help="model (default %(default)s)")
     p.add_argument("--data", type=Path, required=True, help="data_prep.wmt14 output directory (manifest.json, spm.model, raw/, data-bin/)")
@@ -136,30 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, help="dropout (default 0.15 for En-De, 0.1 for En-Fr)")
     p.add_argument("--save-interval-updates", type=int, default=1000, help="checkpoint every N updates (default %(default)s)")
     p.add_argument("--average-last", type=int, default=10, help="average the last N update checkpoints (default %(default)s)")
-    p.add_argument("--beam", type=int, default=4, help="beam size for the evaluation (default %(default)s, the paper's)")
-    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty for the evaluation (default %(default)s)")
-    p.add_argument("--no-valid-bleu", dest="valid_bleu", action="store_false", help="no validation BLEU during training")
-    p.add_argument("--log-interval", type=int, default=100, help="updates between training log records (default %(default)s)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
-    p.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="after --: more fairseq-train options (they win over the recipe's)")
+    steps.add_recipe_args(p, log_interval=100)
     return p
 
 
+@console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.fairseq_args and args.fairseq_args[0] == "--":
-        args.fairseq_args = args.fairseq_args[1:]
+    args = steps.parse_recipe_args(build_parser(), argv)
     if args.gpus is not None and args.gpus < 1:
-        raise ScriptError("--gpus must be at least 1 (use --cpu for the CPU)")
+        raise ToolError("--gpus must be at least 1 (use --cpu for the CPU)")
     if args.max_tokens < 1 or args.batch_tokens < 1:
-        raise ScriptError("--max-tokens and --batch-tokens must be positive")
-    recipe = build_recipe(args)
-    recipe.run(dry_run=args.dry_run)
-    if not args.dry_run:
-        print(f"result: {args.save_dir / 'eval' / 'test_avg.json'}")
-    return 0
+        raise ToolError("--max-tokens and --batch-tokens must be positive")
+    return steps.run_recipe(build_recipe(args), args.dry_run, args.save_dir / "eval" / "test_avg.json")
+
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())
