@@ -126,7 +126,7 @@ def test_generation_does_not_depend_on_history(hub, sample):
         calls = {"n": 0}
         original = model.decoder.reorder_incremental_state
 
-        def boom(state, new_order):
+        def boom(state, new_order, calls=calls, original=original):
             calls["n"] += 1
             if calls["n"] == 3:
                 raise KeyboardInterrupt

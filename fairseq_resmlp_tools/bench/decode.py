@@ -7,7 +7,10 @@
 Measures, for each pair (``resmlp_6`` vs ``transformer_wmt_en_de``, ``resmlp_small`` vs
 ``transformer_iwslt_de_en``; tiny: ``resmlp_tiny`` vs ``transformer_tiny``):
 - decoding through fairseq's ``SequenceGenerator``: sentences/s and tokens/s for each beam and batch size;
-- per-step decoding latency as the output grows (t = 16, 64, 128, 256), beam search reordering included.
+- per-step decoding latency as the output grows (t = 16, 64, 128, 256), beam search reordering included;
+- on a GPU, ResMLP twice: with its fixed-shape CUDA-graph decoding step (the default) and without it
+  ("(no graphs)"), the fraction of hypotheses identical between the two, and with ``--profile`` a torch.profiler
+  table of one beam-4 generation per model (where a step's time goes).
 Training speed is measured through fairseq-train itself: ``resmlp-benchmark-train``. Timings are medians
 over repetitions after warm-up; CUDA timings are synchronised. Prints a table with the ratios
 ResMLP / Transformer, writes ``results.json``, ``table.txt`` and ``benchmark.png`` to ``--out``.
@@ -52,6 +55,7 @@ class Config:
     step_beam: int
     repeats: int
     out: Path
+    profile: bool = False
     lengths: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
 
@@ -240,19 +244,31 @@ def run(cfg: Config) -> Dict[str, object]:
         "models": {},
     }
     models: Dict[str, object] = {}
+
+    def measure(model) -> Dict[str, object]:
+        return {
+            "parameters": count_parameters(model),
+            "decoding": {
+                f"beam{b}_batch{n}": bench_decoding(model, dictionary, cfg, b, n) for b in cfg.beams for n in cfg.batch_sizes
+            },
+            "step_latency_s": bench_step_latency(model, dictionary, cfg),
+        }
+
     for pair in cfg.pairs:
         for arch in pair:
             print(f"[bench] {arch}", file=sys.stderr, flush=True)
             model = build(arch, cfg, dictionary)
-            models[arch] = {
-                "parameters": count_parameters(model),
-                "decoding": {
-                    f"beam{b}_batch{n}": bench_decoding(model, dictionary, cfg, b, n)
-                    for b in cfg.beams
-                    for n in cfg.batch_sizes
-                },
-                "step_latency_s": bench_step_latency(model, dictionary, cfg),
-            }
+            graphs = getattr(getattr(model, "decoder", None), "static_decoding", None)
+            models[arch] = measure(model)
+            if cfg.profile:
+                (cfg.out / f"profile_{arch}.txt").write_text(profile_generation(model, dictionary, cfg))
+            if graphs is not None and gpu:
+                report.setdefault("graphs_agreement", {})[arch] = graph_agreement(model, dictionary, cfg)
+                graphs.mode = "off"
+                models[no_graphs(arch)] = measure(model)
+                if cfg.profile:
+                    (cfg.out / f"profile_{arch}_no_graphs.txt").write_text(profile_generation(model, dictionary, cfg))
+                graphs.mode = "auto"
             del model
             if gpu:
                 torch.cuda.empty_cache()
@@ -260,11 +276,61 @@ def run(cfg: Config) -> Dict[str, object]:
     return report
 
 
+def no_graphs(arch: str) -> str:
+    """The report's name for a ResMLP model measured with CUDA-graph decoding turned off."""
+    return f"{arch} (no graphs)"
+
+
+def graph_agreement(model, dictionary, cfg: Config, sentences: int = 64) -> Dict[str, float]:
+    """Hypotheses with the CUDA-graph step against the incremental path (beam 4, natural lengths)."""
+    import torch
+    from fairseq.sequence_generator import SequenceGenerator
+
+    gen = SequenceGenerator([model], dictionary, beam_size=4, max_len_a=0, max_len_b=40)
+    rng = np.random.default_rng(11)
+    batches = [random_batch(cfg.lengths[rng.integers(0, len(cfg.lengths), 16)], dictionary, cfg.device, rng)
+               for _ in range(max(1, sentences // 16))]
+    found = {}
+    for mode in ("off", "auto"):
+        model.decoder.static_decoding.mode = mode
+        with torch.inference_mode():
+            found[mode] = [h for src, n in batches for h in gen.forward({"net_input": {"src_tokens": src,
+                                                                                         "src_lengths": n}})]
+    pairs = list(zip(found["off"], found["auto"]))
+    same = sum(a[0]["tokens"].tolist() == b[0]["tokens"].tolist() for a, b in pairs)
+    return {"identical_fraction": same / len(pairs),
+            "max_score_difference": max(abs(float(a[0]["score"]) - float(b[0]["score"])) for a, b in pairs)}
+
+
+def profile_generation(model, dictionary, cfg: Config, beam: int = 4) -> str:
+    """torch.profiler's operator table for one generation (after two warm-ups): where a step's time goes."""
+    import torch
+    from fairseq.sequence_generator import SequenceGenerator
+    from torch.profiler import ProfilerActivity, profile
+
+    out_len = int(np.median(cfg.lengths[:, 1]))
+    gen = SequenceGenerator([model], dictionary, beam_size=beam, max_len_a=0, max_len_b=out_len, min_len=out_len)
+    rng = np.random.default_rng(9)
+    batch = max(cfg.batch_sizes)
+    src, src_len = random_batch(cfg.lengths[rng.integers(0, len(cfg.lengths), batch)], dictionary, cfg.device, rng)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": src_len}}
+    gpu = cfg.device.startswith("cuda")
+    with torch.inference_mode():
+        gen.forward(sample)
+        gen.forward(sample)
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+            gen.forward(sample)
+            sync(cfg.device)
+    header = f"one generation: beam {beam}, batch {batch}, {out_len} steps\n"
+    return header + prof.key_averages().table(sort_by="self_cuda_time_total" if gpu else "self_cpu_time_total",
+                                              row_limit=25)
+
+
 def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> str:
     """The printed comparison: one block per pair, ratio > 1 where ResMLP is better."""
     models = report["models"]
     lines = [f"device: {report['device']} | torch {report['torch']} | fp16: {report['fp16']}"]
-    header = f"{'metric':<34}{'ResMLP':>14}{'Transformer':>14}{'ratio':>8}"
+    header = f"{'metric':<40}{'ResMLP':>14}{'Transformer':>14}{'ratio':>8}"
     for resmlp, transformer in pairs:
         a, b = models[resmlp], models[transformer]
         lines += ["", f"{resmlp} vs {transformer}", header, "-" * len(header)]
@@ -275,7 +341,21 @@ def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> s
                  for t, s in a["step_latency_s"].items()]
         for name, x, y, fmt, higher in rows:
             ratio = x / y if higher else y / x
-            lines.append(f"{name:<34}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
+            lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
+        if no_graphs(resmlp) in models:
+            c = models[no_graphs(resmlp)]
+            rows = [(f"decode {key} sent/s (no graphs)", c["decoding"][key]["sentences_per_s"],
+                     b["decoding"][key]["sentences_per_s"], "{:,.1f}", True) for key in c["decoding"]]
+            rows += [(f"step latency t={t} (ms) (no graphs)", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
+                     for t, s in c["step_latency_s"].items()]
+            for name, x, y, fmt, higher in rows:
+                ratio = x / y if higher else y / x
+                lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
+            agreement = report.get("graphs_agreement", {}).get(resmlp)
+            if agreement:
+                lines.append(f"graphs on vs off (beam 4, fp16={report['fp16']}): "
+                             f"{100 * agreement['identical_fraction']:.1f}% of hypotheses identical, "
+                             f"largest score difference {agreement['max_score_difference']:.2g}")
         lat, base = a["step_latency_s"], b["step_latency_s"]
         ts = sorted(lat)
         if ts:
@@ -296,7 +376,7 @@ def plot(report: Dict[str, object], pairs: Sequence[Sequence[str]], path: Path) 
 
     models = report["models"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    names = [arch for pair in pairs for arch in pair]
+    names = [arch for pair in pairs for arch in (pair[0], no_graphs(pair[0]), pair[1]) if arch in models]
     keys = list(models[names[0]]["decoding"])
     width = 0.8 / len(names)
     for i, n in enumerate(names):
@@ -343,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-beam", type=int, default=4)
     p.add_argument("--repeats", type=int, default=None, help="repetitions (median reported)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--profile", action="store_true", help="write a torch.profiler table of one generation per model")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="folder for results.json and benchmark.png")
     return p
 
@@ -386,6 +467,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         step_beam=2 if tiny else a.step_beam,
         repeats=a.repeats or (1 if tiny else 3),
         out=a.out,
+        profile=a.profile,
         lengths=load_lengths(a.lengths_from, tiny),
     )
 
@@ -393,8 +475,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
 @console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = config_from_args(build_parser().parse_args(argv))
-    report = run(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    report = run(cfg)
     table = format_table(report, cfg.pairs)
     print(table)
     (cfg.out / "results.json").write_text(json.dumps(report, indent=2, default=str))

@@ -7,6 +7,7 @@ peak of the device: the two numbers behind MFU = FLOPs per token x tokens/s / pe
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -16,10 +17,12 @@ def train_flops_per_target_token(arch: str, vocab: int, src_len: int, tgt_len: i
                                  fp16: bool) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fairseq_resmlp_tools.bench.decoding import build, make_dictionary
+    from fairseq_resmlp_tools.bench.decode import Config, build, make_dictionary
 
     dictionary = make_dictionary(vocab)
-    model = build(arch, dictionary, device, fp16)
+    cfg = Config(device=device, fp16=fp16, pairs=[], vocab=vocab, beams=[], batch_sizes=[], decode_sentences=0,
+                 step_lengths=[], step_batch=0, step_beam=0, repeats=0, out=Path("."))
+    model = build(arch, cfg, dictionary)
     model.train()
     src = torch.randint(dictionary.nspecial, vocab, (batch, src_len), device=device)
     prev = torch.randint(dictionary.nspecial, vocab, (batch, tgt_len), device=device)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 
-def build(srcs: List[Path], tgts: List[Path], vocab: int, dict_size: int, out: Path, repeat: int = 1) -> Path:
+def build(srcs: List[Path], tgts: List[Path], vocab: int, dict_size: int, out: Path, repeat: int = 1,
+          test: Optional[List[Path]] = None) -> Path:
     import sentencepiece as spm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -46,11 +47,19 @@ def build(srcs: List[Path], tgts: List[Path], vocab: int, dict_size: int, out: P
     lines = [f"{p} {c}" for p, c in entries]
     lines += [f"madeupword{i:05d} 0" for i in range(max(0, dict_size - 4 - len(lines)))]
     (out / "dict.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    extra = []
+    if test:  # a test split in the same SentencePiece and dictionary (for fairseq-generate timings)
+        for side, path in zip(("src", "tgt"), test):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            (out / f"test.spm.{side}").write_text("".join(" ".join(sp.encode(x, out_type=str)) + "\n" for x in lines),
+                                                  encoding="utf-8")
+        extra = ["--testpref", str(out / "test.spm")]
     data_bin = out / "data-bin"
     subprocess.run(
         [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src", "--target-lang", "tgt",
          "--trainpref", str(out / "train.spm"), "--validpref", str(out / "train.spm"),
-         "--srcdict", str(out / "dict.txt"), "--joined-dictionary", "--destdir", str(data_bin), "--workers", "8"],
+         "--srcdict", str(out / "dict.txt"), "--joined-dictionary", "--destdir", str(data_bin), "--workers", "8",
+         *extra],
         check=True, stdout=subprocess.DEVNULL,
     )
     return data_bin
@@ -63,6 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--vocab", type=int, default=8000, help="SentencePiece vocabulary")
     p.add_argument("--dict-size", type=int, default=32000, help="fairseq dictionary size after padding")
     p.add_argument("--repeat", type=int, default=1, help="repeat the corpus this many times (longer epochs)")
+    p.add_argument("--test", default=None, help="SRC,TGT text files binarised as the test split")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     srcs, tgts = [Path(x) for x in a.src.split(",")], [Path(x) for x in a.tgt.split(",")]
@@ -71,7 +81,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p.error(f"{path} does not exist")
     if len(srcs) != len(tgts):
         p.error("--src and --tgt need the same number of files")
-    print(build(srcs, tgts, a.vocab, a.dict_size, a.out, a.repeat))
+    test = [Path(x) for x in a.test.split(",")] if a.test else None
+    if test and (len(test) != 2 or not all(x.is_file() for x in test)):
+        p.error(f"--test needs two existing files SRC,TGT, got {a.test}")
+    print(build(srcs, tgts, a.vocab, a.dict_size, a.out, a.repeat, test))
     return 0
 
 
