@@ -178,8 +178,14 @@ def export_model(model: nn.Module, out_dir: str) -> Dict[str, Any]:
         dec_step = torch.export.export(
             ExportDecoderStep(model.decoder).eval(),
             step_args,
-            dynamic_shapes=({0: auto}, None, {1: auto, 2: auto}, {1: auto, 3: auto}, {1: auto, 3: auto},
-                            {0: auto, 3: auto}),
+            dynamic_shapes=(
+                {0: auto},
+                None,
+                {1: auto, 2: auto},
+                {1: auto, 3: auto},
+                {1: auto, 3: auto},
+                {0: auto, 3: auto},
+            ),
         )
     for name, program in (("encoder", enc), ("decoder_init", dec_init), ("decoder_step", dec_step)):
         torch.export.save(program, str(out / FILES[name]))
@@ -228,6 +234,15 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> nn.Modul
     model_class = ARCH_MODEL_REGISTRY.get(arch)
     if model_class is None or model_class is not fairseq_resmlp.ResMLPModel:
         parser.error(f"--path {path}: a {arch!r} checkpoint, not a ResMLP model (--arch resmlp_*)")
+    task_cfg = (state.get("cfg") or {}).get("task") or vars(state.get("args") or argparse.Namespace())
+    if not (args.source_lang or task_cfg.get("source_lang")) or not (args.target_lang or task_cfg.get("target_lang")):
+        from fairseq.data.data_utils import infer_language_pair
+
+        if infer_language_pair(str(data)) == (None, None):
+            parser.error(
+                f"--data {data}: cannot tell the source and target languages (no train.SRC-TGT.* files there, "
+                "none in the checkpoint): pass --source-lang and --target-lang"
+            )
     overrides: Dict[str, Any] = {}
     if args.source_lang:
         overrides["source_lang"] = args.source_lang

@@ -187,8 +187,9 @@ class ExportedTranslator:
             done: List[int] = []
             if eos_rows.numel() > 0:
                 eos_scores = torch.masked_select(cand_scores[:, :beam], mask=eos_mask[:, :beam])
-                done = self._finalize(step, eos_rows, eos_scores, tokens, scores, finalized, finished, beam, max_len,
-                                      lenpen)
+                done = self._finalize(
+                    step, eos_rows, eos_scores, tokens, scores, finalized, finished, beam, max_len, lenpen
+                )
                 remaining -= len(done)
             if remaining == 0 or step >= max_len:
                 break
@@ -262,3 +263,31 @@ class ExportedTranslator:
                 finished[sentence] = True
                 done.append(b)
         return done
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Translate tokenised lines from stdin: ``python export_runtime.py EXPORT_DIR [--beam 4]``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Translate stdin with a fairseq-resmlp export (no fairseq needed).")
+    parser.add_argument("export_dir", help="the folder written by `python -m fairseq_resmlp.export`")
+    parser.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
+    parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty, as fairseq's --lenpen")
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences translated together")
+    args = parser.parse_args(argv)
+    try:
+        translator = ExportedTranslator(args.export_dir)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    lines = [line.rstrip("\n") for line in sys.stdin]
+    for start in range(0, len(lines), args.batch_size):
+        batch = lines[start : start + args.batch_size]
+        hypos = translator.translate([translator.encode(x) for x in batch], beam=args.beam, lenpen=args.lenpen)
+        for i, best in enumerate(h[0] for h in hypos):
+            print(f"H-{start + i}\t{float(best['score']):.6f}\t{translator.decode(best['tokens'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
