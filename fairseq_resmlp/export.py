@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from fairseq.utils import make_positions
 from torch import Tensor, nn
 
 EXPORT_FORMAT = "fairseq-resmlp-export"
@@ -99,17 +100,38 @@ class _UnfoldedLinear(nn.Linear):
     """An ``nn.Linear`` that ``norm_then_linear`` applies as it is, never folding the Affine norm into it."""
 
 
-def _without_folding(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose linear layers are never folded with their pre-norm.
+class _PositionTable(nn.Module):
+    """fairseq's sinusoidal positional embeddings as a lookup in their precomputed table.
 
-    ``norm_then_linear`` folds only when the activations outnumber the weights: a branch on the batch's size,
-    which an exported program would have to fix to one side for all sizes. Unfolded is the decoding step's own
-    choice, and equal to the folded result up to rounding.
+    fairseq's module reads the batch's shape into a tensor and grows its table on the host when a batch is longer;
+    here the table already covers every position the model accepts.
+    """
+
+    def __init__(self, positional: nn.Module, max_positions: int) -> None:
+        super().__init__()
+        self.padding_idx = positional.padding_idx
+        probe = torch.full((1, max_positions), self.padding_idx + 1, dtype=torch.long)
+        positional(probe)  # grows fairseq's table to max_positions if needed
+        self.register_buffer("table", positional.weights.detach().clone(), persistent=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return nn.functional.embedding(make_positions(tokens, self.padding_idx, onnx_trace=False), self.table)
+
+
+def _exportable_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` without the two size-dependent host branches that an exported program cannot keep.
+
+    ``norm_then_linear`` folds the Affine norm into a linear layer only when the activations outnumber the weights,
+    which would fix one side of that branch for all sizes: the copy's linear layers are never folded (the decoding
+    step's own choice; equal to folding up to rounding). fairseq's sinusoidal positions become a table lookup.
     """
     model = copy.deepcopy(model)
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = _UnfoldedLinear
+    encoder = model.encoder
+    if encoder.embed_positions is not None:
+        encoder.embed_positions = _PositionTable(encoder.embed_positions, encoder.max_source_positions)
     return model
 
 
@@ -140,11 +162,15 @@ def _describe(model: nn.Module) -> Dict[str, Any]:
 def export_model(model: nn.Module, out_dir: str) -> Dict[str, Any]:
     """Write ``encoder.pt2``, ``decoder_init.pt2``, ``decoder_step.pt2`` and ``model.json`` of a float32 ResMLP
     model into ``out_dir``; returns the JSON's content."""
+    from .quantize import is_int8
+
+    if is_int8(model):
+        raise ValueError("export_model needs the float32 model: export it before (not after) int8 quantization")
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         raise ValueError("export_model needs a float32 model on the CPU (call model.float().cpu() first)")
     model.eval()
     info = _describe(model)
-    model = _without_folding(model)
+    model = _exportable_copy(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Example sizes all different from each other and from the fixed sizes, so that no dynamic dimension is taken

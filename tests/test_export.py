@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from fairseq.sequence_generator import SequenceGenerator
+from helpers import build_model, random_tokens
 
-from fairseq_resmlp import ResMLPModel
+from fairseq_resmlp import ResMLPModel, quantize_int8
+from fairseq_resmlp.export import export_model
+from fairseq_resmlp.export_runtime import ExportedTranslator
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "data" / "checkpoint_v1"
@@ -178,3 +182,24 @@ def test_export_cli_errors(tmp_path, data_dir, capsys):
     torch.save(state, foreign)
     assert "not a ResMLP model" in cli_error(capsys, "--path", foreign, "--data", data_dir, "--out", out)
     assert not out.exists()
+
+
+def test_export_with_positions_and_layernorm(tmp_path):
+    """Sinusoidal positions and LayerNorm (resmlp_small's choices) export too; random weights, fairseq's search."""
+    model = build_model(seed=3, positional_embeddings="sinusoidal", norm_type="layernorm")
+    export_model(model, tmp_path)
+    translator = ExportedTranslator(tmp_path)
+    src = random_tokens(model, [7, 4, 9, 2], seed=1, left_pad=True)
+    sources = [row[row.ne(model.encoder.padding_idx)] for row in src]
+    for beam in (1, 4):
+        generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, max_len_b=20)
+        sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(s) for s in sources])}}
+        with torch.no_grad():
+            want = generator.generate([model], sample)
+        got = translator.translate(sources, beam=beam, max_len_b=20)
+        for nbest_got, nbest_want in zip(got, want):
+            assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
+            for h_got, h_want in zip(nbest_got, nbest_want):
+                assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
+    with pytest.raises(ValueError, match="before \\(not after\\) int8"):
+        export_model(quantize_int8(model), tmp_path / "int8")
