@@ -23,7 +23,6 @@ Command line: ``python -m fairseq_resmlp.export --path CKPT --data DATA_BIN --ou
 import argparse
 import copy
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -299,5 +298,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     sys.exit(main())
