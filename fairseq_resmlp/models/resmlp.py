@@ -15,6 +15,7 @@ from fairseq.utils import safe_getattr, safe_hasattr
 from torch import Tensor, nn
 
 from ..modules import Embedding
+from ..quantize import quantize_int8
 from .resmlp_config import ResMLPConfig
 from .resmlp_decoder import ResMLPDecoder
 from .resmlp_encoder import ResMLPEncoder
@@ -113,7 +114,20 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         """Load weights, with a clear error when the checkpoint's vocabulary or sizes differ from the data's."""
         self.upgrade_state_dict_named(state_dict, "")
         self._check_shapes(state_dict)
-        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        result = super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        if safe_getattr(self.cfg, "int8", False):
+            quantize_int8(self)  # after the float weights are in: quantization reads them
+        return result
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", int8=False, **kwargs):
+        """fairseq's hub loader; ``int8=True`` quantizes the linear layers for the CPU (any checkpoint, also one
+        whose config predates the ``int8`` option, which fairseq's overrides would silently skip)."""
+        hub = super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+        if int8:
+            for model in hub.models:
+                quantize_int8(model)
+        return hub
 
     def _check_shapes(self, state_dict: Dict[str, Tensor]) -> None:
         own = self.state_dict()

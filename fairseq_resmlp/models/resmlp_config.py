@@ -83,3 +83,11 @@ class ResMLPConfig(FairseqDataclass):
             "generating on a GPU); at generation time pass --model-overrides \"{'no_cuda_graphs': True}\""
         },
     )
+    int8: bool = field(
+        default=False,
+        metadata={
+            "help": "quantize the linear layers to int8 when the weights are loaded, for translation on the CPU "
+            "only (fairseq_resmlp.quantize_int8); at generation time pass --cpu --model-overrides "
+            "\"{'int8': True}\" (checkpoints that predate this option: ResMLPModel.from_pretrained(..., int8=True))"
+        },
+    )
