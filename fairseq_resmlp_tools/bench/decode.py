@@ -56,6 +56,7 @@ class Config:
     repeats: int
     out: Path
     profile: bool = False
+    int8: bool = False
     lengths: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
 
@@ -262,6 +263,12 @@ def run(cfg: Config) -> Dict[str, object]:
             models[arch] = measure(model)
             if cfg.profile:
                 (cfg.out / f"profile_{arch}.txt").write_text(profile_generation(model, dictionary, cfg))
+            if cfg.int8 and graphs is not None and not gpu:
+                import copy
+
+                from fairseq_resmlp import quantize_int8
+
+                models[int8_name(arch)] = measure(quantize_int8(copy.deepcopy(model)))
             if graphs is not None and gpu:
                 report.setdefault("graphs_agreement", {})[arch] = graph_agreement(model, dictionary, cfg)
                 graphs.mode = "off"
@@ -274,6 +281,11 @@ def run(cfg: Config) -> Dict[str, object]:
                 torch.cuda.empty_cache()
     report["models"] = models
     return report
+
+
+def int8_name(arch: str) -> str:
+    """The report's name for a ResMLP model measured with int8 dynamic quantization (CPU)."""
+    return f"{arch} (int8)"
 
 
 def no_graphs(arch: str) -> str:
@@ -342,12 +354,17 @@ def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> s
         for name, x, y, fmt, higher in rows:
             ratio = x / y if higher else y / x
             lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
-        if no_graphs(resmlp) in models:
-            c = models[no_graphs(resmlp)]
-            rows = [(f"decode {key} sent/s (no graphs)", c["decoding"][key]["sentences_per_s"],
+        for variant in (int8_name(resmlp), no_graphs(resmlp)):
+            if variant not in models:
+                continue
+            c, tag = models[variant], variant[len(resmlp) + 1 :]
+            rows = [(f"decode {key} sent/s {tag}", c["decoding"][key]["sentences_per_s"],
                      b["decoding"][key]["sentences_per_s"], "{:,.1f}", True) for key in c["decoding"]]
-            rows += [(f"step latency t={t} (ms) (no graphs)", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
+            rows += [(f"step latency t={t} (ms) {tag}", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
                      for t, s in c["step_latency_s"].items()]
+            if variant == int8_name(resmlp):
+                rows += [(f"int8 / fp32 ResMLP {key} sent/s", c["decoding"][key]["sentences_per_s"],
+                          a["decoding"][key]["sentences_per_s"], "{:,.1f}", True) for key in c["decoding"]]
             for name, x, y, fmt, higher in rows:
                 ratio = x / y if higher else y / x
                 lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
@@ -376,7 +393,8 @@ def plot(report: Dict[str, object], pairs: Sequence[Sequence[str]], path: Path) 
 
     models = report["models"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    names = [arch for pair in pairs for arch in (pair[0], no_graphs(pair[0]), pair[1]) if arch in models]
+    names = [arch for pair in pairs for arch in (pair[0], no_graphs(pair[0]), int8_name(pair[0]), pair[1])
+             if arch in models]
     keys = list(models[names[0]]["decoding"])
     width = 0.8 / len(names)
     for i, n in enumerate(names):
@@ -424,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="repetitions (median reported)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--profile", action="store_true", help="write a torch.profiler table of one generation per model")
+    p.add_argument("--int8", action="store_true", help="on the CPU, also measure ResMLP with int8 dynamic quantization")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="folder for results.json and benchmark.png")
     return p
 
@@ -468,6 +487,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         repeats=a.repeats or (1 if tiny else 3),
         out=a.out,
         profile=a.profile,
+        int8=a.int8,
         lengths=load_lengths(a.lengths_from, tiny),
     )
 

@@ -36,7 +36,7 @@ from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools.recipes import fairseq_args, steps
 from fairseq_resmlp_tools.recipes.runner import Recipe
 
-ARCHS = ("resmlp_small", "transformer_iwslt_de_en", "resmlp_tiny", "resmlp_6", "transformer")
+ARCHS = ("resmlp_small", "transformer_iwslt_de_en", "resmlp_mini", "resmlp_tiny", "resmlp_6", "transformer")
 
 
 def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -> List[str]:
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch (default %(default)s)")
     p.add_argument("--save-interval", type=int, default=1,
                    help="validate and save a checkpoint every N epochs (default %(default)s)")
-    p.add_argument("--average-last", type=int, default=5, help="average the last N saved epoch checkpoints (default %(default)s)")
+    p.add_argument("--average-last", type=int, default=5,
+                   help="average the last N saved epoch checkpoints; 0: evaluate checkpoint_last.pt (default %(default)s)")
     p.add_argument("--split", default="test", help="data split to evaluate (default %(default)s)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     steps.add_recipe_args(p, log_interval=50)
@@ -113,8 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = steps.parse_recipe_args(build_parser(), argv)
     if args.time_budget_minutes <= 0:
         raise ToolError("--time-budget-minutes must be positive")
-    if args.average_last < 1:
-        raise ToolError("--average-last must be at least 1")
+    if args.average_last < 0:
+        raise ToolError("--average-last must be 0 (the last checkpoint) or more")
     if args.save_interval < 1:
         raise ToolError("--save-interval must be at least 1")
     return steps.run_recipe(build_recipe(args), args.dry_run, args.save_dir / "eval" / f"{args.split}_avg.json")

@@ -57,12 +57,15 @@ def finishing_steps(save: Path, average_flag: str, average_last: int, evaluate_a
     ``average_flag`` is ``--num-epoch-checkpoints`` or ``--num-update-checkpoints``; ``evaluate_args`` are the
     data/split/language/beam options of resmlp-evaluate.
     """
+    plot = Step("plot", [*tool("plot"), str(save / "train.log"), "--labels", label, "-o", str(save / "training.png")])
+    if average_last == 0:  # no averaging: evaluate the last checkpoint (short runs with few epoch checkpoints)
+        return [Step("evaluate", [*tool("evaluate"), str(save / "checkpoint_last.pt"), *evaluate_args]), plot]
     average = save / f"checkpoint_avg{average_last}.pt"
     return [
         Step("average", [*tool("average"), "--inputs", str(save), average_flag, str(average_last), "--allow-fewer",
                          "--output", str(average)]),
         Step("evaluate", [*tool("evaluate"), str(average), *evaluate_args]),
-        Step("plot", [*tool("plot"), str(save / "train.log"), "--labels", label, "-o", str(save / "training.png")]),
+        plot,
     ]
 
 
