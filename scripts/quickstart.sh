@@ -65,7 +65,7 @@ hyp = (run / "eval" / "test_avg.hyp").read_text(encoding="utf-8").splitlines()
 print("\nexample translations (source / ResMLP / reference):")
 for i in (0, 10, 100, 500):
     print(f"  EN  {src[i]}\n  MT  {hyp[i]}\n  REF {ref[i]}\n")
-scores = {k: v for k, v in result.items() if "bleu" in k.lower() or "chrf" in k.lower()}
-print("scores on test_2016_flickr:", json.dumps(scores, indent=1)[:600])
+bleu, chrf = result["metrics"]["sacrebleu"], result["metrics"]["chrf"]
+print(f"test_2016_flickr: sacreBLEU {bleu['score']:.2f} ({bleu['signature']}), chrF {chrf['score']:.2f}")
 print(f"training curves: {run / 'training.png'}")
 PY
