@@ -1,0 +1,271 @@
+"""Contracts every ResMLP model must keep, for every registered architecture and every value of every option.
+
+In the style of timm's tests/test_models.py (parametrised over ``list_models``): the variants are derived from
+fairseq's architecture registry and from ``ResMLPConfig``'s fields, so an architecture or option added later is
+covered without editing this file, and a new option that cannot be derived (a number, a free string) makes
+``test_every_option_is_covered`` fail until it is given values or a reason here.
+
+Everything goes through public interfaces only (the model's forward, the encoder and the decoder with an
+incremental state, fairseq's reorder hooks, SequenceGenerator), never through parameter or submodule names,
+so the tests keep working when the layers' internals are renamed or rewritten.
+"""
+
+import dataclasses
+import enum
+from typing import Dict, List, Tuple
+
+import pytest
+import torch
+from fairseq import search
+from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
+from fairseq.sequence_generator import SequenceGenerator
+from helpers import build_model, make_dictionary, random_tokens
+
+from fairseq_resmlp import ResMLPConfig, ResMLPModel
+
+TOL = 1e-5
+DICTIONARY = make_dictionary(20)
+
+# Widths, depths and matrix sizes are shrunk in every variant (the layers run the same code at any size);
+# everything else (normalisation, positions, heads, dropout, inits) is each architecture's own.
+TINY = dict(
+    encoder_embed_dim=16,
+    decoder_embed_dim=16,
+    encoder_ffn_embed_dim=24,
+    decoder_ffn_embed_dim=24,
+    encoder_layers=2,
+    decoder_layers=2,
+    max_source_positions=24,
+    max_target_positions=24,
+)
+
+# Options that are not choices or flags: the values tried besides the default, or why none are.
+NUMERIC_VALUES = {
+    "layerscale_init": [1.0],  # larger residual branches: padding or position bugs show up more
+}
+NOT_VARIED = {
+    "_name": "fairseq's internal name of the dataclass, not a model option",
+    "dropout": "inactive in eval mode; training with dropout > 0 is tested in test_train_dropout.py",
+    "attention_dropout": "inactive in eval mode; resmlp_small (0.1) is built here and trained elsewhere",
+    "activation_dropout": "inactive in eval mode; resmlp_small (0.1) is built here and trained elsewhere",
+    **{name: "a size: shrunk to TINY in every variant" for name in TINY},
+    "decoder_attention_heads": "a size: each architecture's own value is kept (2, 4 and 8 heads)",
+}
+
+
+def resmlp_architectures() -> List[str]:
+    """Every architecture registered for the resmlp model (``--arch resmlp`` included)."""
+    return sorted(name for name, model in ARCH_MODEL_REGISTRY.items() if model is ResMLPModel)
+
+
+def option_values() -> Dict[str, list]:
+    """{option: values to try}: every choice of every ChoiceEnum field, both values of every flag."""
+    values = {}
+    for f in dataclasses.fields(ResMLPConfig):
+        if isinstance(f.type, type) and issubclass(f.type, enum.Enum):
+            values[f.name] = [choice.value for choice in f.type]
+        elif f.type is bool:
+            values[f.name] = [False, True]
+        elif f.name in NUMERIC_VALUES:
+            values[f.name] = [f.default, *NUMERIC_VALUES[f.name]]
+    return values
+
+
+def variants() -> List[Tuple[str, dict]]:
+    """Each architecture as registered, then each option value on top of resmlp_tiny and of resmlp_small."""
+    found = [(arch, {}) for arch in resmlp_architectures()]
+    for base in ("resmlp_tiny", "resmlp_small"):
+        for name, values in option_values().items():
+            found += [(base, {name: value}) for value in values]
+    return found
+
+
+VARIANTS = variants()
+IDS = [arch + "".join(f"-{k}={v}" for k, v in opts.items()) for arch, opts in VARIANTS]
+
+
+@pytest.fixture(params=VARIANTS, ids=IDS)
+def model(request) -> ResMLPModel:
+    arch, options = request.param
+    return build_model(arch=ARCH_CONFIG_REGISTRY[arch], seed=1, dictionary=DICTIONARY, **{**TINY, **options})
+
+
+def encode(model, tokens):
+    return model.encoder(tokens, src_lengths=tokens.ne(model.encoder.padding_idx).sum(1))
+
+
+def test_every_option_is_covered():
+    fields = {f.name for f in dataclasses.fields(ResMLPConfig)}
+    covered = set(option_values()) | set(NOT_VARIED)
+    assert not fields - covered, f"ResMLPConfig fields neither tried nor listed with a reason: {fields - covered}"
+    assert not set(NOT_VARIED) - fields, f"NOT_VARIED names options that no longer exist: {set(NOT_VARIED) - fields}"
+    assert {"resmlp_small", "resmlp_mini", "resmlp_tiny", "resmlp_6", "resmlp_12"} <= set(resmlp_architectures())
+
+
+def test_shapes(model):
+    src = random_tokens(model, [7, 5, 3], left_pad=True)
+    prev = random_tokens(model, [6, 4, 2], seed=1)
+    enc = encode(model, src)
+    assert enc["encoder_out"][0].shape == (7, 3, 16)
+    assert enc["encoder_padding_mask"][0].shape == (3, 7)
+    logits, extra = model(src, src.ne(1).sum(1), prev)
+    assert logits.shape == (3, 6, len(DICTIONARY))
+    assert extra["attn"][0].shape == (3, 6, 7)
+    assert model.max_positions() == (24, 24)
+    assert torch.isfinite(logits).all()
+
+
+def test_decoder_is_causal_in_outputs_and_gradients(model):
+    src = random_tokens(model, [6, 4], left_pad=True)
+    prev = random_tokens(model, [9, 9], seed=1)
+    t = 4
+    changed = prev.clone()
+    changed[:, t + 1 :] = random_tokens(model, [9 - t - 1] * 2, seed=2)
+    assert not torch.equal(changed, prev)
+    embedded = []  # the decoder's token embeddings (the last call: the encoder may share the module)
+    hook = model.decoder.embed_tokens.register_forward_hook(lambda m, i, out: embedded.append(out))
+
+    def run(p):
+        model.zero_grad()
+        embedded.clear()
+        logits, _ = model(src, torch.tensor([6, 4]), p)
+        embedded[-1].retain_grad()
+        logits[:, : t + 1].log_softmax(-1).sum().backward()
+        grads = {n: w.grad.clone() for n, w in model.named_parameters() if w.grad is not None}
+        return logits.detach(), grads, embedded[-1].grad
+
+    out_a, grads_a, emb_grad = run(prev)
+    out_b, grads_b, _ = run(changed)
+    hook.remove()
+    assert torch.equal(out_a[:, : t + 1], out_b[:, : t + 1])
+    assert not torch.allclose(out_a[:, t + 1 :], out_b[:, t + 1 :])
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6), name
+    # Early outputs have exactly zero gradient with respect to later inputs, and some with respect to earlier.
+    assert torch.count_nonzero(emb_grad[:, t + 1 :]) == 0
+    assert bool((emb_grad[:, : t + 1].abs().sum(-1) > 0).all())
+
+
+def test_incremental_decoding_equals_full_decoding(model):
+    src = random_tokens(model, [9, 4, 7], seed=7, left_pad=True)
+    enc = encode(model, src)
+    prev = random_tokens(model, [12, 12, 12], seed=8)
+    full, full_extra = model.decoder(prev, encoder_out=enc)
+    state: Dict = {}
+    for t in range(prev.size(1)):
+        step, extra = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+        assert step.shape == (3, 1, full.size(-1))
+        assert (step[:, 0] - full[:, t]).abs().max() <= TOL, t
+        assert (extra["attn"][0][:, 0] - full_extra["attn"][0][:, t]).abs().max() <= TOL, t
+
+
+@pytest.mark.parametrize("left_pad", [True, False], ids=["left", "right"])
+def test_encoder_output_is_batch_and_padding_invariant(model, left_pad):
+    lengths = [5, 11, 8, 3]
+    batch = random_tokens(model, lengths, seed=3, left_pad=left_pad)
+    out = encode(model, batch)["encoder_out"][0]
+    for i, n in enumerate(lengths):
+        alone = random_tokens(model, lengths, seed=3)[i : i + 1, :n]
+        ref = encode(model, alone)["encoder_out"][0][:, 0]
+        got = out[-n:, i] if left_pad else out[:n, i]
+        assert (got - ref).abs().max() <= TOL, (i, left_pad)
+
+
+def test_model_output_is_invariant_to_source_and_target_padding(model):
+    src_lengths, tgt_lengths = [4, 10, 7], [6, 3, 9]
+    ref = []
+    for i in range(3):
+        src = random_tokens(model, src_lengths, seed=5)[i : i + 1, : src_lengths[i]]
+        prev = random_tokens(model, tgt_lengths, seed=6)[i : i + 1, : tgt_lengths[i]]
+        ref.append(model(src, torch.tensor([src_lengths[i]]), prev)[0][0])
+    for left_src in (True, False):
+        for left_tgt in (True, False):
+            src = random_tokens(model, src_lengths, seed=5, left_pad=left_src)
+            prev = random_tokens(model, tgt_lengths, seed=6, left_pad=left_tgt)
+            logits, _ = model(src, torch.tensor(src_lengths), prev)
+            for i, n in enumerate(tgt_lengths):
+                got = logits[i, -n:] if left_tgt else logits[i, :n]
+                assert (got - ref[i]).abs().max() <= TOL, (i, left_src, left_tgt)
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_reorder_then_continue_equals_decoding_the_reordered_batch(model, beam):
+    """Reorder the cache (and the encoder output) as beam search does, then go on: same as starting afresh.
+
+    With beam 2 the batch is beam-structured (each sentence twice) and the model is told the beam size, as
+    SequenceGenerator does; reorders stay within sentences, then a finished sentence leaves the batch.
+    With beam 1 the orders are arbitrary (repeats, swaps, a shrinking batch).
+    """
+    src = random_tokens(model, [6, 9], seed=9, left_pad=True).repeat_interleave(2, dim=0)
+    prev = random_tokens(model, [10, 10, 10, 10], seed=10)
+    if beam > 1:
+        model.set_beam_size(beam)
+        orders = [torch.tensor([1, 1, 3, 2]), torch.tensor([2, 3])]
+    else:
+        orders = [torch.tensor([3, 0, 0, 2]), torch.tensor([2, 0, 3]), torch.tensor([1])]
+    enc = encode(model, src)
+    state: Dict = {}
+    history = prev[:, :3]
+    for t in range(3):
+        model.decoder(history[:, : t + 1], encoder_out=enc, incremental_state=state)
+    rows = torch.arange(len(src))  # which source sentence each row of the batch now belongs to
+    for k, order in enumerate(orders):
+        model.decoder.reorder_incremental_state_scripting(state, order)
+        enc = model.encoder.reorder_encoder_out(enc, order)
+        rows, history = rows[order], history[order]
+        # Go on with new tokens for two steps; compare with a from-scratch decoding of the reordered batch.
+        new = prev[: len(order), 3 + 2 * k : 5 + 2 * k]
+        full, _ = model.decoder(torch.cat([history, new], dim=1), encoder_out=encode(model, src[rows]))
+        for j in range(new.size(1)):
+            history = torch.cat([history, new[:, j : j + 1]], dim=1)
+            step, _ = model.decoder(history, encoder_out=enc, incremental_state=state)
+            assert (step[:, 0] - full[:, history.size(1) - 1]).abs().max() <= TOL, (k, j)
+
+
+def generate(model, src, beam: int, seed: int = 0, sampling: bool = False, prefix=None):
+    d = model.decoder.dictionary
+    strategy = search.Sampling(d) if sampling else None
+    gen = SequenceGenerator(
+        [model], d, beam_size=beam, max_len_b=8, min_len=2, normalize_scores=False, search_strategy=strategy
+    )
+    torch.manual_seed(seed)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1)}}
+    return gen.forward(sample, prefix_tokens=prefix)
+
+
+def teacher_forced_scores(model, src_row, tokens):
+    """Log-probabilities of ``tokens`` (ending in EOS) given one unpadded source sentence."""
+    eos = model.decoder.dictionary.eos()
+    prev = torch.cat([torch.tensor([eos]), tokens[:-1]]).unsqueeze(0)
+    logits, _ = model(src_row.unsqueeze(0), torch.tensor([len(src_row)]), prev)
+    return logits.log_softmax(-1)[0].gather(1, tokens.unsqueeze(1)).squeeze(1)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_beam_search_is_the_same_alone_and_in_a_batch(model, beam):
+    lengths = [5, 11, 3]
+    src = random_tokens(model, lengths, seed=14, left_pad=True)
+    batched = generate(model, src, beam)
+    for i, n in enumerate(lengths):
+        alone = generate(model, src[i : i + 1, -n:], beam)[0]
+        assert len(alone) == len(batched[i]) == beam
+        for a, b in zip(alone, batched[i]):
+            assert torch.equal(a["tokens"], b["tokens"]), i
+            assert abs(float(a["score"]) - float(b["score"])) <= 1e-4, i
+        top = batched[i][0]
+        rescored = teacher_forced_scores(model, src[i, -n:], top["tokens"])
+        assert (top["positional_scores"] - rescored).abs().max() <= 1e-4, i
+
+
+def test_sampling_scores_equal_teacher_forced_rescoring(model):
+    """Sampled sentences end at different steps (the batch shrinks); every score is the model's own."""
+    lengths = [5, 11, 3, 8]
+    src = random_tokens(model, lengths, seed=15, left_pad=True)
+    first = generate(model, src, beam=2, seed=3, sampling=True)
+    again = generate(model, src, beam=2, seed=3, sampling=True)
+    for i, n in enumerate(lengths):
+        for h, h2 in zip(first[i], again[i]):
+            assert torch.equal(h["tokens"], h2["tokens"])  # a fixed seed samples the same sentences
+            rescored = teacher_forced_scores(model, src[i, -n:], h["tokens"])
+            assert (h["positional_scores"] - rescored).abs().max() <= 1e-4, i
