@@ -234,6 +234,7 @@ def generate(model, src, beam: int, seed: int = 0, sampling: bool = False, prefi
     return gen.forward(sample, prefix_tokens=prefix)
 
 
+@torch.no_grad()
 def teacher_forced_scores(model, src_row, tokens):
     """Log-probabilities of ``tokens`` (ending in EOS) given one unpadded source sentence."""
     eos = model.decoder.dictionary.eos()
