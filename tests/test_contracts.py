@@ -10,8 +10,10 @@ incremental state, fairseq's reorder hooks, SequenceGenerator), never through pa
 so the tests keep working when the layers' internals are renamed or rewritten.
 """
 
+import argparse
 import dataclasses
 import enum
+import os
 from typing import Dict, List, Tuple
 
 import pytest
@@ -21,7 +23,7 @@ from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.sequence_generator import SequenceGenerator
 from helpers import build_model, make_dictionary, random_tokens
 
-from fairseq_resmlp import ResMLPConfig, ResMLPModel
+from fairseq_resmlp import ResMLPCheckpointError, ResMLPConfig, ResMLPModel
 
 TOL = 1e-5
 DICTIONARY = make_dictionary(20)
@@ -160,9 +162,13 @@ def test_incremental_decoding_equals_full_decoding(model):
         assert (extra["attn"][0][:, 0] - full_extra["attn"][0][:, t]).abs().max() <= TOL, t
 
 
+# Lengths of a batch: mixed, and one where the only padding is a single pad token (the first column's).
+BATCH_LENGTHS = {"mixed": [5, 11, 8, 3], "one-pad": [6, 5, 6]}
+
+
+@pytest.mark.parametrize("lengths", BATCH_LENGTHS.values(), ids=BATCH_LENGTHS.keys())
 @pytest.mark.parametrize("left_pad", [True, False], ids=["left", "right"])
-def test_encoder_output_is_batch_and_padding_invariant(model, left_pad):
-    lengths = [5, 11, 8, 3]
+def test_encoder_output_is_batch_and_padding_invariant(model, left_pad, lengths):
     batch = random_tokens(model, lengths, seed=3, left_pad=left_pad)
     out = encode(model, batch)["encoder_out"][0]
     for i, n in enumerate(lengths):
@@ -172,8 +178,10 @@ def test_encoder_output_is_batch_and_padding_invariant(model, left_pad):
         assert (got - ref).abs().max() <= TOL, (i, left_pad)
 
 
-def test_model_output_is_invariant_to_source_and_target_padding(model):
-    src_lengths, tgt_lengths = [4, 10, 7], [6, 3, 9]
+@pytest.mark.parametrize(
+    "src_lengths,tgt_lengths", [([4, 10, 7], [6, 3, 9]), ([5, 6, 6], [4, 4, 3])], ids=["mixed", "one-pad"]
+)
+def test_model_output_is_invariant_to_source_and_target_padding(model, src_lengths, tgt_lengths):
     ref = []
     for i in range(3):
         src = random_tokens(model, src_lengths, seed=5)[i : i + 1, : src_lengths[i]]
@@ -270,3 +278,86 @@ def test_sampling_scores_equal_teacher_forced_rescoring(model):
             assert torch.equal(h["tokens"], h2["tokens"])  # a fixed seed samples the same sentences
             rescored = teacher_forced_scores(model, src[i, -n:], h["tokens"])
             assert (h["positional_scores"] - rescored).abs().max() <= 1e-4, i
+
+
+# Errors: every wrong use named in one line, with the option or file at fault.
+
+
+def tiny(dictionary=DICTIONARY, **options) -> ResMLPModel:
+    return build_model(arch=ARCH_CONFIG_REGISTRY["resmlp_tiny"], dictionary=dictionary, **{**TINY, **options})
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (dict(norm_type="batchnorm"), "--norm-type must be .*'batchnorm'"),
+        (dict(token_mixing_init="zeros"), "--token-mixing-init must be .*'zeros'"),
+        (dict(decoder_attention_heads=3), "--decoder-embed-dim 16 .* --decoder-attention-heads 3"),
+        (dict(share_all_embeddings=True, decoder_embed_dim=8), r"--encoder-embed-dim \(16\) .* \(8\)"),
+    ],
+    ids=["norm", "init", "heads", "shared-dims"],
+)
+def test_wrong_options_are_clear_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**options)
+
+
+def test_share_all_embeddings_needs_one_dictionary():
+    class TwoDictionaries:
+        source_dictionary, target_dictionary = DICTIONARY, make_dictionary(21)
+
+    cfg = argparse.Namespace(**TINY, share_all_embeddings=True)
+    ARCH_CONFIG_REGISTRY["resmlp_tiny"](cfg)
+    with pytest.raises(ValueError, match="--joined-dictionary"):
+        ResMLPModel.build_model(cfg, TwoDictionaries())
+
+
+def test_overlong_inputs_are_clear_errors():
+    model = tiny()
+    with pytest.raises(ValueError, match="source of 25 tokens exceeds --max-source-positions 24"):
+        encode(model, random_tokens(model, [25]))
+    enc = encode(model, random_tokens(model, [5]))
+    prev = random_tokens(model, [25], seed=1)
+    with pytest.raises(ValueError, match="prefix of 25 tokens exceeds --max-target-positions 24"):
+        model.decoder(prev, encoder_out=enc)
+    state: Dict = {}
+    for t in range(24):
+        model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+    with pytest.raises(ValueError, match="exceeds --max-target-positions 24"):
+        model.decoder(prev, encoder_out=enc, incremental_state=state)
+
+
+class TaskWithFiles:
+    """A task with a data directory, as fairseq's translation task has."""
+
+    def __init__(self, dictionary) -> None:
+        self.source_dictionary = self.target_dictionary = dictionary
+        self.cfg = argparse.Namespace(data=os.pathsep.join(["/data/one", "/data/two"]), source_lang="de",
+                                      target_lang="en")
+
+
+def test_a_checkpoint_that_does_not_fit_is_a_clear_error():
+    trained = tiny(share_all_embeddings=True)
+    cfg = argparse.Namespace(**TINY, share_all_embeddings=True)
+    ARCH_CONFIG_REGISTRY["resmlp_tiny"](cfg)
+    other = ResMLPModel.build_model(cfg, TaskWithFiles(make_dictionary(21)))
+    where = "/data/one/dict"
+    with pytest.raises(ResMLPCheckpointError, match=f"source dictionary of 24 symbols, but {where}.de.txt has 25"):
+        other.load_state_dict(trained.state_dict())
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith("encoder.")}
+    with pytest.raises(ResMLPCheckpointError, match=f"target dictionary of 24 symbols, but {where}.en.txt has 25"):
+        other.load_state_dict(state, strict=False)
+    unnamed = tiny(share_all_embeddings=True, encoder_embed_dim=8, decoder_embed_dim=8)
+    with pytest.raises(ResMLPCheckpointError, match="source dictionary of 25 symbols, but the task's dictionary has"):
+        unnamed.load_state_dict(tiny(share_all_embeddings=True, encoder_embed_dim=8, decoder_embed_dim=8,
+                                     dictionary=make_dictionary(21)).state_dict())
+    wider = tiny(share_all_embeddings=True, encoder_ffn_embed_dim=40, decoder_ffn_embed_dim=40)
+    message = r"has shape \(24, 16\) but this model has \(40, 16\): .* different model options"
+    with pytest.raises(ResMLPCheckpointError, match=message):
+        wider.load_state_dict(trained.state_dict())
+    # A checkpoint that fits loads, and the model computes what the saved one did.
+    same = tiny(share_all_embeddings=True)
+    same.load_state_dict(trained.state_dict())
+    src, prev = random_tokens(trained, [5, 3], left_pad=True), random_tokens(trained, [4, 4], seed=1)
+    assert torch.equal(same(src, torch.tensor([5, 3]), prev)[0], trained(src, torch.tensor([5, 3]), prev)[0])
+    assert ResMLPModel.hub_models() == {}
