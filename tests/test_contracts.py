@@ -115,6 +115,9 @@ def test_shapes(model):
     assert extra["attn"][0].shape == (3, 6, 7)
     assert model.max_positions() == (24, 24)
     assert torch.isfinite(logits).all()
+    features, _ = model.decoder(prev, encoder_out=enc, features_only=True)
+    assert features.shape == (3, 6, 16)
+    assert torch.allclose(model.decoder.output_layer(features), logits, atol=1e-6)
 
 
 def test_decoder_is_causal_in_outputs_and_gradients(model):
@@ -169,13 +172,18 @@ BATCH_LENGTHS = {"mixed": [5, 11, 8, 3], "one-pad": [6, 5, 6]}
 @pytest.mark.parametrize("lengths", BATCH_LENGTHS.values(), ids=BATCH_LENGTHS.keys())
 @pytest.mark.parametrize("left_pad", [True, False], ids=["left", "right"])
 def test_encoder_output_is_batch_and_padding_invariant(model, left_pad, lengths):
+    """Encoder output and every layer's state (return_all_hiddens), in the input's layout, as if alone."""
     batch = random_tokens(model, lengths, seed=3, left_pad=left_pad)
-    out = encode(model, batch)["encoder_out"][0]
+    out = model.encoder(batch, torch.tensor(lengths), return_all_hiddens=True)
+    assert len(out["encoder_states"]) == 2  # one per layer
+    assert torch.equal(out["encoder_padding_mask"][0], batch.eq(model.encoder.padding_idx))
     for i, n in enumerate(lengths):
         alone = random_tokens(model, lengths, seed=3)[i : i + 1, :n]
-        ref = encode(model, alone)["encoder_out"][0][:, 0]
-        got = out[-n:, i] if left_pad else out[:n, i]
-        assert (got - ref).abs().max() <= TOL, (i, left_pad)
+        ref = model.encoder(alone, torch.tensor([n]), return_all_hiddens=True)
+        for key in ("encoder_out", "encoder_states"):
+            for got, want in zip(out[key], ref[key]):
+                got = got[-n:, i] if left_pad else got[:n, i]
+                assert (got - want[:, 0]).abs().max() <= TOL, (key, i, left_pad)
 
 
 @pytest.mark.parametrize(
@@ -186,15 +194,21 @@ def test_model_output_is_invariant_to_source_and_target_padding(model, src_lengt
     for i in range(3):
         src = random_tokens(model, src_lengths, seed=5)[i : i + 1, : src_lengths[i]]
         prev = random_tokens(model, tgt_lengths, seed=6)[i : i + 1, : tgt_lengths[i]]
-        ref.append(model(src, torch.tensor([src_lengths[i]]), prev)[0][0])
+        logits, extra = model(src, torch.tensor([src_lengths[i]]), prev)
+        ref.append((logits[0], extra["attn"][0][0]))
     for left_src in (True, False):
         for left_tgt in (True, False):
             src = random_tokens(model, src_lengths, seed=5, left_pad=left_src)
             prev = random_tokens(model, tgt_lengths, seed=6, left_pad=left_tgt)
-            logits, _ = model(src, torch.tensor(src_lengths), prev)
+            logits, extra = model(src, torch.tensor(src_lengths), prev)
             for i, n in enumerate(tgt_lengths):
                 got = logits[i, -n:] if left_tgt else logits[i, :n]
-                assert (got - ref[i]).abs().max() <= TOL, (i, left_src, left_tgt)
+                assert (got - ref[i][0]).abs().max() <= TOL, (i, left_src, left_tgt)
+                # The attention weights (alignments) too, over the real source positions.
+                attn = extra["attn"][0][i, -n:] if left_tgt else extra["attn"][0][i, :n]
+                m = src_lengths[i]
+                attn = attn[:, -m:] if left_src else attn[:, :m]
+                assert (attn - ref[i][1]).abs().max() <= TOL, (i, left_src, left_tgt)
 
 
 @pytest.mark.parametrize("beam", [1, 2])
@@ -217,6 +231,16 @@ def test_reorder_then_continue_equals_decoding_the_reordered_batch(model, beam):
     history = prev[:, :3]
     for t in range(3):
         model.decoder(history[:, : t + 1], encoder_out=enc, incremental_state=state)
+    # The reordered encoder output is the encoder output of the reordered batch, in every entry.
+    full_enc = model.encoder(src, src.ne(1).sum(1), return_all_hiddens=True)
+    for order in orders[:1]:
+        reordered = model.encoder.reorder_encoder_out(full_enc, order)
+        direct = model.encoder(src[order], src[order].ne(1).sum(1), return_all_hiddens=True)
+        assert reordered.keys() == direct.keys()
+        for key in direct:
+            assert len(reordered[key]) == len(direct[key]), key
+            for a, b in zip(reordered[key], direct[key]):
+                assert a.shape == b.shape and (a.float() - b.float()).abs().max() <= TOL, key
     rows = torch.arange(len(src))  # which source sentence each row of the batch now belongs to
     for k, order in enumerate(orders):
         model.decoder.reorder_incremental_state_scripting(state, order)
@@ -361,3 +385,61 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error():
     src, prev = random_tokens(trained, [5, 3], left_pad=True), random_tokens(trained, [4, 4], seed=1)
     assert torch.equal(same(src, torch.tensor([5, 3]), prev)[0], trained(src, torch.tensor([5, 3]), prev)[0])
     assert ResMLPModel.hub_models() == {}
+
+
+# Initial values, found by shape and value (never by name): what training starts from is part of the recipe.
+
+
+def vectors_equal_to(model, value: float, dim: int = 16) -> int:
+    return sum(1 for p in model.parameters() if p.shape == (dim,) and bool((p == value).all()))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("norm_type", ["affine", "layernorm"])
+def test_initial_values(norm_type):
+    model = tiny(dictionary=make_dictionary(400), layerscale_init=0.37, norm_type=norm_type,
+                 max_source_positions=40, max_target_positions=40)
+    # Embeddings and output projection as in fairseq's Transformer: N(0, d^-1/2), padding row zero.
+    for emb in (model.encoder.embed_tokens, model.decoder.embed_tokens):
+        pad = emb.padding_idx
+        assert torch.count_nonzero(emb.weight[pad]) == 0
+        real = torch.cat([emb.weight[:pad], emb.weight[pad + 1 :]])
+        assert abs(float(real.std()) * 16**0.5 - 1) < 0.1 and abs(float(real.mean())) < 0.02
+    projection = model.decoder.output_layer(torch.eye(16))  # = W^T
+    assert abs(float(projection.std()) * 16**0.5 - 1) < 0.1
+    assert not torch.equal(projection.t(), model.decoder.embed_tokens.weight)  # not shared unless asked
+    # One LayerScale vector per residual branch (2 per encoder layer, 3 per decoder layer), all at the init value;
+    # every pre-normalisation (and the two final ones) starts with unit scale.
+    assert vectors_equal_to(model, 0.37) == 2 * 2 + 3 * 2
+    assert vectors_equal_to(model, 1.0) == (2 * 2 + 1) + (3 * 2 + 1)
+    assert vectors_equal_to(model, 0.0) >= (2 * 2 + 1) + (3 * 2 + 1)
+    # Token mixing: nn.Linear's U(-1/sqrt(n), 1/sqrt(n)) on a 40 x 40 matrix, lower-triangular in the decoder.
+    bound = 40**-0.5
+    matrices = [p for p in model.parameters() if p.shape == (40, 40)]
+    assert len(matrices) == 4
+    assert sum(1 for w in matrices if torch.count_nonzero(w.triu(1)) == 0) == 2
+    for w in matrices:
+        values = w[w != 0]
+        assert values.numel() >= 40 * 41 // 2 - 5
+        assert float(values.abs().max()) <= bound and abs(float(values.std()) / (bound / 3**0.5) - 1) < 0.1
+    biases = [p for p in model.parameters() if p.shape == (40,)]
+    assert len(biases) == 4 and all(float(b.abs().max()) <= bound and float(b.abs().min()) > 0 for b in biases)
+
+
+@torch.no_grad()
+def test_identity_token_mixing_starts_without_mixing():
+    """With --token-mixing-init identity, an untrained encoder's output at a position depends on its token only."""
+    model = tiny(token_mixing_init="identity")
+    src = random_tokens(model, [8], seed=4)
+    changed = src.clone()
+    changed[0, :3] = random_tokens(model, [3], seed=5)[0]
+    a, b = encode(model, src)["encoder_out"][0], encode(model, changed)["encoder_out"][0]
+    assert torch.equal(a[3:], b[3:]) and not torch.allclose(a[:3], b[:3])
+    prev = random_tokens(model, [6], seed=6)
+    later = prev.clone()
+    later[0, :2] = random_tokens(model, [2], seed=7)[0]
+    enc = encode(model, src)
+    x, y = model.decoder(prev, encoder_out=enc)[0], model.decoder(later, encoder_out=enc)[0]
+    assert torch.equal(x[:, 2:], y[:, 2:]) and not torch.allclose(x[:, :2], y[:, :2])
+    linear = tiny()  # the default mixes from the start
+    assert not torch.allclose(encode(linear, src)["encoder_out"][0][3:], encode(linear, changed)["encoder_out"][0][3:])
