@@ -338,6 +338,9 @@ def test_share_all_embeddings_needs_one_dictionary():
 
 def test_overlong_inputs_are_clear_errors():
     model = tiny()
+    # Exactly the maximum is fine, on both sides.
+    full = model.decoder(random_tokens(model, [24], seed=2), encoder_out=encode(model, random_tokens(model, [24])))
+    assert full[0].shape == (1, 24, len(DICTIONARY))
     with pytest.raises(ValueError, match="source of 25 tokens exceeds --max-source-positions 24"):
         encode(model, random_tokens(model, [25]))
     enc = encode(model, random_tokens(model, [5]))
