@@ -446,3 +446,18 @@ def test_identity_token_mixing_starts_without_mixing():
     assert torch.equal(x[:, 2:], y[:, 2:]) and not torch.allclose(x[:, :2], y[:, :2])
     linear = tiny()  # the default mixes from the start
     assert not torch.allclose(encode(linear, src)["encoder_out"][0][3:], encode(linear, changed)["encoder_out"][0][3:])
+
+
+def test_every_dropout_can_be_named_for_retain_dropout_modules():
+    """fairseq's --retain-dropout-modules keeps dropout at inference in the modules it names by class name."""
+    from fairseq.modules import FairseqDropout
+
+    model = tiny(dropout=0.3, attention_dropout=0.1, activation_dropout=0.1)
+    classes = {type(m).__name__ for m in model.modules()}
+    dropouts = [m for m in model.modules() if isinstance(m, FairseqDropout)]
+    assert dropouts and all(d.module_name in classes for d in dropouts), [d.module_name for d in dropouts]
+    src, prev = random_tokens(model, [5]), random_tokens(model, [4], seed=1)
+    assert torch.equal(model(src, torch.tensor([5]), prev)[0], model(src, torch.tensor([5]), prev)[0])
+    model.make_generation_fast_(retain_dropout=True, retain_dropout_modules=sorted(classes))
+    torch.manual_seed(0)
+    assert not torch.equal(model(src, torch.tensor([5]), prev)[0], model(src, torch.tensor([5]), prev)[0])
