@@ -461,3 +461,15 @@ def test_every_dropout_can_be_named_for_retain_dropout_modules():
     model.make_generation_fast_(retain_dropout=True, retain_dropout_modules=sorted(classes))
     torch.manual_seed(0)
     assert not torch.equal(model(src, torch.tensor([5]), prev)[0], model(src, torch.tensor([5]), prev)[0])
+
+
+def test_decoder_without_encoder_output():
+    """The decoder alone (encoder_out=None, as a language model): no attention, still incremental == full."""
+    model = tiny()
+    prev = random_tokens(model, [7, 4], seed=3, left_pad=True)
+    logits, extra = model.decoder(prev)
+    assert logits.shape == (2, 7, len(DICTIONARY)) and extra["attn"] == [None]
+    state: Dict = {}
+    for t in range(7):
+        step, extra = model.decoder(prev[:1, : t + 1], incremental_state=state)
+        assert extra["attn"] == [None] and (step[0, 0] - logits[0, t]).abs().max() <= TOL
