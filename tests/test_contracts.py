@@ -474,3 +474,15 @@ def test_decoder_without_encoder_output():
     for t in range(7):
         step, extra = model.decoder(prev[:1, : t + 1], incremental_state=state)
         assert extra["attn"] == [None] and (step[0, 0] - logits[0, t]).abs().max() <= TOL
+
+
+@torch.no_grad()
+def test_encoder_sees_the_whole_sentence():
+    """Encoder token mixing is not causal: the first position's output depends on the last token."""
+    model = tiny()
+    src = random_tokens(model, [9], seed=8)
+    changed = src.clone()
+    changed[0, -2] = 4 if src[0, -2] != 4 else 5  # the last word (before EOS)
+    assert not torch.equal(src, changed)
+    a, b = encode(model, src)["encoder_out"][0], encode(model, changed)["encoder_out"][0]
+    assert not torch.allclose(a[0], b[0])
