@@ -110,6 +110,7 @@ def test_shapes(model):
     enc = encode(model, src)
     assert enc["encoder_out"][0].shape == (7, 3, 16)
     assert torch.equal(enc["src_lengths"][0], torch.tensor([7, 5, 3]))  # passed on, as fairseq's encoders do
+    assert enc["encoder_states"] == []  # only when asked (return_all_hiddens): beam search reorders every entry
     assert enc["encoder_padding_mask"][0].shape == (3, 7)
     logits, extra = model(src, src.ne(1).sum(1), prev)
     assert logits.shape == (3, 6, len(DICTIONARY))
