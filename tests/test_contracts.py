@@ -47,9 +47,9 @@ NUMERIC_VALUES = {
 }
 NOT_VARIED = {
     "_name": "fairseq's internal name of the dataclass, not a model option",
-    "dropout": "inactive in eval mode; training with dropout > 0 is tested in test_train_dropout.py",
-    "attention_dropout": "inactive in eval mode; resmlp_small (0.1) is built here and trained elsewhere",
-    "activation_dropout": "inactive in eval mode; resmlp_small (0.1) is built here and trained elsewhere",
+    "dropout": "inactive in eval mode (resmlp_small's 0.3 is built here); see test_dropout_*",
+    "attention_dropout": "inactive in eval mode (resmlp_small's 0.1 is built here); see test_dropout_*",
+    "activation_dropout": "inactive in eval mode (resmlp_small's 0.1 is built here); see test_dropout_*",
     **{name: "a size: shrunk to TINY in every variant" for name in TINY},
     "decoder_attention_heads": "a size: each architecture's own value is kept (2, 4 and 8 heads)",
 }
@@ -120,6 +120,8 @@ def test_shapes(model):
     features, _ = model.decoder(prev, encoder_out=enc, features_only=True)
     assert features.shape == (3, 6, 16)
     assert torch.allclose(model.decoder.output_layer(features), logits, atol=1e-6)
+    # The embeddings and every layer's output, time first, as fairseq's Transformer decoder returns them.
+    assert [tuple(h.shape) for h in extra["inner_states"]] == [(6, 3, 16)] * 3
 
 
 def test_decoder_is_causal_in_outputs_and_gradients(model):
@@ -154,7 +156,11 @@ def test_decoder_is_causal_in_outputs_and_gradients(model):
     assert bool((emb_grad[:, : t + 1].abs().sum(-1) > 0).all())
 
 
-def test_incremental_decoding_equals_full_decoding(model):
+@pytest.mark.parametrize("beam_size", [None, 3], ids=["no-beam-size", "beam-size-3"])
+def test_incremental_decoding_equals_full_decoding(model, beam_size):
+    """Step by step as in generation; also after the model was told a beam size but gets other sentences."""
+    if beam_size:
+        model.set_beam_size(beam_size)
     src = random_tokens(model, [9, 4, 7], seed=7, left_pad=True)
     enc = encode(model, src)
     prev = random_tokens(model, [12, 12, 12], seed=8)
@@ -487,3 +493,34 @@ def test_encoder_sees_the_whole_sentence():
     assert not torch.equal(src, changed)
     a, b = encode(model, src)["encoder_out"][0], encode(model, changed)["encoder_out"][0]
     assert not torch.allclose(a[0], b[0])
+
+
+@pytest.mark.parametrize("option", ["dropout", "attention_dropout", "activation_dropout"])
+def test_dropout_only_in_training(option):
+    """Each dropout option alone makes training-mode outputs random; eval mode stays deterministic."""
+    model = tiny(**{option: 0.3})
+    src, prev = random_tokens(model, [6, 4], left_pad=True), random_tokens(model, [5, 5], seed=1)
+    out = [model(src, torch.tensor([6, 4]), prev)[0] for _ in range(2)]
+    assert torch.equal(out[0], out[1])
+    model.train()
+    out = [model(src, torch.tensor([6, 4]), prev)[0] for _ in range(2)]
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_dropout_on_embeddings():
+    """--dropout drops entries of the encoder's and the decoder's embeddings: exactly zero gradient there."""
+    model = tiny(dropout=0.5, dictionary=make_dictionary(50)).train()
+    embedded = []
+    hook_enc = model.encoder.embed_tokens.register_forward_hook(lambda m, i, out: embedded.append(out))
+    hook_dec = model.decoder.embed_tokens.register_forward_hook(lambda m, i, out: embedded.append(out))
+    src, prev = random_tokens(model, [20, 20]), random_tokens(model, [20, 20], seed=1)
+    torch.manual_seed(0)
+    logits, _ = model(src, torch.tensor([20, 20]), prev)
+    hook_enc.remove()
+    hook_dec.remove()
+    for e in embedded:
+        e.retain_grad()
+    logits.sum().backward()
+    for e in embedded:
+        dropped = float((e.grad == 0).float().mean())
+        assert 0.35 < dropped < 0.65, dropped
