@@ -23,7 +23,7 @@ from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.sequence_generator import SequenceGenerator
 from helpers import build_model, make_dictionary, random_tokens
 
-from fairseq_resmlp import ResMLPCheckpointError, ResMLPConfig, ResMLPModel
+from fairseq_resmlp import ResMLPCheckpointError, ResMLPConfig, ResMLPModel, count_parameters
 
 TOL = 1e-5
 DICTIONARY = make_dictionary(20)
@@ -524,3 +524,20 @@ def test_dropout_on_embeddings():
     for e in embedded:
         dropped = float((e.grad == 0).float().mean())
         assert 0.35 < dropped < 0.65, dropped
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("sharing", ["none", "share_decoder_input_output_embed", "share_all_embeddings"])
+def test_embedding_sharing(sharing):
+    """What is tied to what, seen through the embeddings and the output layer; and counted once."""
+    options = {} if sharing == "none" else {sharing: True}
+    model = tiny(**options)
+    enc_emb, dec_emb = model.encoder.embed_tokens.weight, model.decoder.embed_tokens.weight
+    output = model.decoder.output_layer(torch.eye(16)).t()  # the output projection's weight (V x d)
+    assert (enc_emb is dec_emb) == (sharing == "share_all_embeddings")
+    assert torch.equal(output, dec_emb) == (sharing != "none")
+    separate = count_parameters(tiny())
+    vocab_by_d = len(DICTIONARY) * 16
+    expected = {"none": separate, "share_decoder_input_output_embed": separate - vocab_by_d,
+                "share_all_embeddings": separate - 2 * vocab_by_d}
+    assert count_parameters(model) == expected[sharing]
