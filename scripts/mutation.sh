@@ -6,7 +6,7 @@
 #
 #   bash scripts/mutation.sh                                      # every mutant of the plugin
 #   bash scripts/mutation.sh "fairseq_resmlp.modules.token_mixing.*"   # one module (mutmut's name globs)
-#   MUTATION_SURVIVORS=1 bash scripts/mutation.sh                 # re-run only the survivors (after adding tests)
+#   MUTATION_SURVIVORS=1 bash scripts/mutation.sh                 # only the survivors and those not run yet
 #   MUTATION_FRESH=1 bash scripts/mutation.sh ...                 # forget earlier results (after code changes)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,18 +31,19 @@ cd "$work"
 export PYTHONPATH="$site" OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
 names=("$@")
 if [ "${MUTATION_SURVIVORS:-0}" = 1 ] && [ -d mutants ]; then
-    # Naming mutants makes mutmut run them again; name the surviving ones (of the given globs, if any).
+    # Naming mutants makes mutmut run them again; name the surviving ones and those not run yet (an interrupted
+    # run), of the given globs if any.
     mapfile -t names < <("$python" - "$@" <<'PY'
 import fnmatch, json, sys
 from pathlib import Path
 globs = sys.argv[1:] or ["*"]
 for meta in sorted(Path("mutants").rglob("*.py.meta")):
     for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-        if code in (0, 33) and any(fnmatch.fnmatch(name, g) for g in globs):
+        if code in (0, 33, None) and any(fnmatch.fnmatch(name, g) for g in globs):
             print(name)
 PY
 )
-    echo "re-running ${#names[@]} surviving mutants"
+    echo "running ${#names[@]} surviving or not yet run mutants"
     [ "${#names[@]}" -gt 0 ] || names=("no-survivors-left")
 fi
 if [ "${names[0]:-}" != "no-survivors-left" ]; then
