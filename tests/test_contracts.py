@@ -111,6 +111,15 @@ def test_shapes(model):
     assert enc["encoder_out"][0].shape == (7, 3, 16)
     assert torch.equal(enc["src_lengths"][0], torch.tensor([7, 5, 3]))  # passed on, as fairseq's encoders do
     assert enc["encoder_states"] == []  # only when asked (return_all_hiddens): beam search reorders every entry
+    # The entries of fairseq's Transformer encoder output, so that fairseq's code that reads them works.
+    assert set(enc) == {"encoder_out", "encoder_padding_mask", "encoder_embedding", "encoder_states", "src_tokens",
+                        "src_lengths"}
+    # Padded positions are inert zeros (cross-attention never reads them, nor should anything else).
+    assert torch.count_nonzero(enc["encoder_out"][0].transpose(0, 1)[src.eq(model.encoder.padding_idx)]) == 0
+    no_lengths = model.encoder(src)
+    assert no_lengths["src_lengths"] == [] and torch.equal(no_lengths["encoder_out"][0], enc["encoder_out"][0])
+    reordered = model.encoder.reorder_encoder_out(no_lengths, torch.tensor([2, 0]))
+    assert reordered["src_lengths"] == [] and reordered["encoder_out"][0].shape == (7, 2, 16)
     assert enc["encoder_padding_mask"][0].shape == (3, 7)
     logits, extra = model(src, src.ne(1).sum(1), prev)
     assert logits.shape == (3, 6, len(DICTIONARY))
