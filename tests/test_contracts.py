@@ -443,7 +443,8 @@ def test_initial_values(norm_type):
         assert values.numel() >= 40 * 41 // 2 - 5
         assert float(values.abs().max()) <= bound and abs(float(values.std()) / (bound / 3**0.5) - 1) < 0.1
     biases = [p for p in model.parameters() if p.shape == (40,)]
-    assert len(biases) == 4 and all(float(b.abs().max()) <= bound and float(b.abs().min()) > 0 for b in biases)
+    assert len(biases) == 4
+    assert all(float(b.abs().max()) <= bound and float(b.min()) < 0 < float(b.max()) for b in biases)
 
 
 @torch.no_grad()
@@ -550,3 +551,34 @@ def test_embedding_sharing(sharing):
     expected = {"none": separate, "share_decoder_input_output_embed": separate - vocab_by_d,
                 "share_all_embeddings": separate - 2 * vocab_by_d}
     assert count_parameters(model) == expected[sharing]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("positions", ["none", "sinusoidal"])
+def test_positions_only_when_asked(positions):
+    """Without mixing (identity init), a repeated word gives the same output everywhere unless positions are added.
+
+    Sinusoidal positions are fixed: they add no parameters.
+    """
+    model = tiny(token_mixing_init="identity", positional_embeddings=positions)
+    word = random_tokens(model, [1], seed=9)[0, 0]
+    repeated = torch.full((1, 6), int(word))
+    repeated[0, -1] = model.encoder.dictionary.eos()
+    enc = encode(model, repeated)
+    out, _ = model.decoder(repeated, encoder_out=enc)
+    for states in (enc["encoder_out"][0][:5, 0], out[0, :5]):
+        same = all(torch.allclose(states[0], states[t], atol=1e-6) for t in range(1, 5))
+        assert same == (positions == "none"), positions
+    assert count_parameters(model) == count_parameters(tiny(token_mixing_init="identity"))
+
+
+@torch.no_grad()
+def test_embedding_scale():
+    """Embeddings are scaled by sqrt(d) unless --no-scale-embedding: the same as scaling the weights instead."""
+    scaled, unscaled = tiny(), tiny(no_scale_embedding=True)  # same seed: same weights
+    for emb in (unscaled.encoder.embed_tokens, unscaled.decoder.embed_tokens):
+        emb.weight.mul_(16**0.5)
+    src, prev = random_tokens(scaled, [6, 3], left_pad=True), random_tokens(scaled, [5, 5], seed=1)
+    a, b = scaled(src, torch.tensor([6, 3]), prev)[0], unscaled(src, torch.tensor([6, 3]), prev)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, tiny(no_scale_embedding=True)(src, torch.tensor([6, 3]), prev)[0])
