@@ -165,19 +165,19 @@ def test_decoder_is_causal_in_outputs_and_gradients(model):
     assert bool((emb_grad[:, : t + 1].abs().sum(-1) > 0).all())
 
 
-@pytest.mark.parametrize("beam_size", [None, 3], ids=["no-beam-size", "beam-size-3"])
+@pytest.mark.parametrize("beam_size", [None, 2], ids=["no-beam-size", "beam-size-2"])
 def test_incremental_decoding_equals_full_decoding(model, beam_size):
     """Step by step as in generation; also after the model was told a beam size but gets other sentences."""
     if beam_size:
         model.set_beam_size(beam_size)
-    src = random_tokens(model, [9, 4, 7], seed=7, left_pad=True)
+    src = random_tokens(model, [9, 4, 7, 5], seed=7, left_pad=True)
     enc = encode(model, src)
-    prev = random_tokens(model, [12, 12, 12], seed=8)
+    prev = random_tokens(model, [12, 12, 12, 12], seed=8)
     full, full_extra = model.decoder(prev, encoder_out=enc)
     state: Dict = {}
     for t in range(prev.size(1)):
         step, extra = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
-        assert step.shape == (3, 1, full.size(-1))
+        assert step.shape == (4, 1, full.size(-1))
         assert (step[:, 0] - full[:, t]).abs().max() <= TOL, t
         assert (extra["attn"][0][:, 0] - full_extra["attn"][0][:, t]).abs().max() <= TOL, t
 
@@ -582,3 +582,23 @@ def test_embedding_scale():
     a, b = scaled(src, torch.tensor([6, 3]), prev)[0], unscaled(src, torch.tensor([6, 3]), prev)[0]
     assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(a, tiny(no_scale_embedding=True)(src, torch.tensor([6, 3]), prev)[0])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cross-attention takes a batch for beam-structured when the first and last row of every group of "
+    "beam_size rows are equal, without looking at the rows between: [a, b, a] after set_beam_size(3) decodes "
+    "row b against sentence a (silently wrong; SequenceGenerator's own batches are not affected)",
+)
+def test_beam_size_set_but_rows_differ_inside_a_group():
+    model = tiny()
+    model.set_beam_size(3)
+    a, b = random_tokens(model, [6, 6], seed=11)
+    src = torch.stack([a, b, a])
+    enc = encode(model, src)
+    prev = random_tokens(model, [5, 5, 5], seed=12)
+    full, _ = model.decoder(prev, encoder_out=enc)
+    state: Dict = {}
+    for t in range(prev.size(1)):
+        step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+        assert (step[:, 0] - full[:, t]).abs().max() <= TOL, t
