@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Mutation testing of fairseq_resmlp/ with mutmut (configured in setup.cfg; not run in CI: it takes hours on
+# one core for the whole plugin). Installs mutmut into $MUTMUT_SITE (default /tmp/mut-site) if missing, runs it
+# in a scratch copy of the repository ($MUTATION_DIR, default /tmp/resmlp-mutation; kept between runs, so
+# an interrupted run goes on where it stopped) and prints the score of every module.
+#
+#   bash scripts/mutation.sh                                      # every mutant of the plugin
+#   bash scripts/mutation.sh "fairseq_resmlp.modules.token_mixing.*"   # one module (mutmut's name globs)
+#   MUTATION_SURVIVORS=1 bash scripts/mutation.sh                 # only the survivors and those not run yet
+#   MUTATION_FRESH=1 bash scripts/mutation.sh ...                 # forget earlier results (after code changes)
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${RESMLP_VENV:-$repo/.venv}"
+python="$venv/bin/python"
+[ -x "$python" ] || python="$(command -v python3)"
+site="${MUTMUT_SITE:-/tmp/mut-site}"
+work="${MUTATION_DIR:-/tmp/resmlp-mutation}"
+version="3.8.1"
+
+if ! PYTHONPATH="$site" "$python" -c "import mutmut, sys; sys.exit(mutmut.__version__ != '$version')" 2>/dev/null; then
+    echo "installing mutmut $version into $site"
+    "$python" -m pip install -q --target "$site" "mutmut==$version"
+fi
+
+# A scratch copy of the tracked and untracked (not ignored) files: mutmut writes mutants/ next to the code.
+if [ "${MUTATION_FRESH:-0}" = 1 ]; then rm -rf "$work"; fi
+mkdir -p "$work"
+(cd "$repo" && git ls-files -co --exclude-standard -z) | (cd "$repo" && xargs -0 cp --parents -t "$work" 2>/dev/null || true)
+
+cd "$work"
+export PYTHONPATH="$site" OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
+names=("$@")
+if [ "${MUTATION_SURVIVORS:-0}" = 1 ] && [ -d mutants ]; then
+    # Naming mutants makes mutmut run them again; name the surviving ones and those not run yet (an interrupted
+    # run), of the given globs if any.
+    mapfile -t names < <("$python" - "$@" <<'PY'
+import fnmatch, json, sys
+from pathlib import Path
+globs = sys.argv[1:] or ["*"]
+for meta in sorted(Path("mutants").rglob("*.py.meta")):
+    for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+        if code in (0, 33, None) and any(fnmatch.fnmatch(name, g) for g in globs):
+            print(name)
+PY
+)
+    echo "running ${#names[@]} surviving or not yet run mutants"
+    [ "${#names[@]}" -gt 0 ] || names=("no-survivors-left")
+fi
+if [ "${names[0]:-}" != "no-survivors-left" ]; then
+    "$python" -m mutmut run --max-children "${MUTATION_JOBS:-1}" "${names[@]}" || true
+fi
+"$python" - <<'PY'
+"""Score per module from mutmut's result files, and the surviving mutants."""
+import json
+from collections import Counter
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+survivors = []
+print(f"{'module':<48}{'killed':>8}{'timeout':>9}{'survived':>10}{'no tests':>10}{'not run':>9}{'score':>8}")
+for meta in sorted(Path("mutants").rglob("*.py.meta")):
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    counts = Counter(status_by_exit_code[c] for c in codes.values())
+    survivors += [k for k, c in codes.items() if status_by_exit_code[c] in ("survived", "no tests")]
+    tried = counts["killed"] + counts["timeout"] + counts["survived"] + counts["no tests"]
+    score = f"{100 * (counts['killed'] + counts['timeout']) / tried:.0f}%" if tried else "-"
+    name = str(meta.relative_to("mutants"))[: -len(".meta")]
+    print(f"{name:<48}{counts['killed']:>8}{counts['timeout']:>9}{counts['survived']:>10}{counts['no tests']:>10}"
+          f"{counts['not checked']:>9}{score:>8}")
+print("\nsurviving mutants (show one with: cd $MUTATION_DIR && PYTHONPATH=$MUTMUT_SITE python -m mutmut show NAME):")
+print("\n".join(f"  {s}" for s in survivors) or "  none")
+PY
