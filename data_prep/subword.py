@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import sentencepiece as spm
 from tqdm import tqdm
 
+from data_prep.children import die_with_parent
 from data_prep.errors import DataPrepError
 from data_prep.textio import count_lines
 
@@ -170,7 +171,8 @@ def encode_files(
     owners = []
     for j, (src, dst) in enumerate(jobs):
         for k, (start, end) in enumerate(chunk_bounds(src, chunk_bytes)):
-            part = dst.with_name(f".{dst.name}.part{k:05d}")
+            # next to dst and named after it, so that an interrupted run's parts are found and removed
+            part = dst.with_name(f"{dst.name}.part{k:05d}")
             tasks.append((str(model), str(src), start, end, str(part)))
             owners.append(j)
     totals = [0] * len(jobs)
@@ -187,7 +189,10 @@ def encode_files(
                 bar.update(tasks[i][3] - tasks[i][2])
         else:
             # spawn, not fork: the parent may hold threads (tqdm, torch) that fork would copy badly.
-            with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+            # Workers die with us (kill -9 included), so none is left writing a part file.
+            with mp.get_context("spawn").Pool(
+                min(workers, len(tasks)), initializer=die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 for i, n in enumerate(pool.imap(_encode_chunk, tasks)):
                     totals[owners[i]] += n
                     bar.update(tasks[i][3] - tasks[i][2])
