@@ -106,8 +106,12 @@ def ran(manifest: dict) -> List[str]:
     return [s["name"] for s in manifest["stages"] if s["status"] == "ran"]
 
 
-def snapshot(out: Path) -> Dict[str, bytes]:
-    """Every file outside work/ (hidden leftovers included), manifest.json without what may differ."""
+def snapshot(out: Path, corpus: Optional[Path] = None) -> Dict[str, bytes]:
+    """Every file outside work/ (hidden leftovers included), manifest.json without what may differ.
+
+    fairseq's preprocess.log names the output directory and the manifest the inputs: with ``corpus``
+    given, both paths are replaced by placeholders so that runs in other directories compare.
+    """
     files = {}
     for p in sorted(out.rglob("*")):
         rel = p.relative_to(out).as_posix()
@@ -120,7 +124,12 @@ def snapshot(out: Path) -> Dict[str, bytes]:
     m["options"].pop("force")
     m["options"].pop("progress")
     m["stages"] = [(s["name"], s["stats"]) for s in m["stages"]]
+    if corpus is not None:
+        m["outputs"].pop("data-bin/preprocess.log")  # compared above, paths replaced
     files["manifest.json"] = json.dumps(m, sort_keys=True).encode()
+    if corpus is not None:
+        for rel, data in files.items():
+            files[rel] = data.replace(str(out).encode(), b"<OUT>").replace(str(corpus).encode(), b"<CORPUS>")
     return files
 
 
@@ -231,8 +240,9 @@ def test_split_changes_rerun_and_leave_no_stale_split(base_run, tmp_path, fast_b
     assert snapshot(root / "out") == snapshot(tmp_path / "clean")
 
 
-def test_option_change_with_the_real_fairseq_preprocess(base_run, tmp_path):
-    root = copy_base(base_run, tmp_path / "r")
+def test_option_change_with_the_real_fairseq_preprocess(tmp_path):
+    root = tmp_path / "r"
+    run(argv_for(write_corpus(root / "corpus"), root / "out"))
     argv = argv_for(root / "corpus", root / "out", "--max-len", "40")
     assert ran(run(argv)) == ["filter", "binarize"]
     run(argv_for(root / "corpus", tmp_path / "clean", "--max-len", "40"))
@@ -349,7 +359,7 @@ def test_impossible_and_unwritable_output_paths(tmp_path, capsys, monkeypatch, f
 
     monkeypatch.setattr(Path, "mkdir", denied)
     msg = cli_error(argv_for(corpus, tmp_path / "o"), capsys)
-    assert msg == f"error: {tmp_path / 'o' / 'raw'}: Permission denied (stage eval-text)"
+    assert msg.startswith(f"error: {tmp_path / 'o' / 'raw'}: Permission denied")
 
 
 def test_cli_error_without_traceback_in_a_subprocess(tmp_path):
@@ -389,11 +399,11 @@ def clean_real(tmp_path_factory):
 @pytest.mark.parametrize(
     "trigger, delay",
     [
-        ("[spm-train] running", 0.0),
+        pytest.param("[spm-train] running", 0.0, marks=pytest.mark.slow),
         ("[encode] running", 0.05),
-        ("[binarize] fairseq-preprocess", 1.5),
-        ("[binarize] fairseq-preprocess", 3.5),
-        ("[binarize] done", 0.0),
+        ("[binarize] fairseq-preprocess", 1.0),
+        pytest.param("[binarize] fairseq-preprocess", 3.5, marks=pytest.mark.slow),
+        pytest.param("[binarize] done", 0.0, marks=pytest.mark.slow),
     ],
 )
 def test_kill_9_then_same_command_is_byte_identical_and_leaves_no_orphan(clean_real, tmp_path, trigger, delay):
@@ -410,19 +420,20 @@ def test_kill_9_then_same_command_is_byte_identical_and_leaves_no_orphan(clean_r
                 break
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, f"the run ended before {trigger!r}"
+        # fairseq takes seconds to start: one that outlived its parent would still be there now
+        deadline = time.monotonic() + 1
+        while our_processes(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert our_processes(str(out)) == []
         again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)  # at once
         assert again.returncode == 0, again.stderr
-        deadline = time.monotonic() + 5
-        while our_processes(str(out)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert our_processes(str(out)) == []
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # cleanup if the test failed half-way
         except ProcessLookupError:
             pass
-    expected = snapshot(clean_real / "out")
-    got = snapshot(out)
+    expected = snapshot(clean_real / "out", clean_real / "corpus")
+    got = snapshot(out, corpus)
     assert sorted(got) == sorted(expected)
     assert got == expected
 
