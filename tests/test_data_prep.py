@@ -81,6 +81,9 @@ def test_normalize_line_rules():
     assert text == "Saarland’s „Kinder“" and flags == 2
     text, flags = normalize_line("\ufeffbell\x07 here")
     assert text == "bell here" and flags == 4
+    # SentencePiece's space marker would decode as a space: it becomes one
+    assert normalize_line("a\u2581b \u2581 c") == ("a b c", 16 | 8)
+    assert normalize_line("a\u2581b", repair_controls=False) == ("a\u2581b", 0)
     # evaluation text: only CRLF and whitespace, like sacreBLEU
     assert normalize_line("x\x96 y  z\r", repair_controls=False) == ("x\x96 y z", 1 | 8)
 
@@ -92,6 +95,58 @@ def test_length_rules():
     assert length_drop_reason(10, 16, 250, 1.5) == "length_ratio"
     assert length_drop_reason(10, 15, 250, 1.5) is None
     assert length_drop_reason(10, 100, 0, 0) is None
+
+
+def test_length_filter_measures_both_sides(tmp_path):
+    from data_prep.clean import filter_lengths
+
+    text = [("a", "b"), ("long source", "b"), ("a", "long target"), ("ratio src", "x"), ("x", "ratio tgt")]
+    pieces = [("a", "b"), ("1 2 3 4 5 6", "1 2 3 4 5"), ("1 2 3 4 5", "1 2 3 4 5 6"), ("1 2 3 4", "1 2"), ("1 2", "1 2 3 4")]
+    files = []
+    for name, rows in (("t", text), ("p", pieces)):
+        for k, lang in enumerate(("s", "t")):
+            files.append(write(tmp_path / f"{name}.{lang}", "".join(r[k] + "\n" for r in rows).encode()))
+    outs = [tmp_path / f"o{i}" for i in range(4)]
+    stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 5, 1.5)
+    assert stats["dropped"] == {"empty": 0, "too_long": 2, "length_ratio": 2}
+    assert lines(outs[0]) == ["a"] and lines(outs[1]) == ["b"] and lines(outs[3]) == ["b"]
+    assert stats["tokens"] == {"src": 1, "tgt": 1}
+
+
+def test_eval_split_is_normalised_like_train_and_keeps_sacrebleu_references(tmp_path):
+    from data_prep.clean import write_eval_split
+
+    pairs = [("\ufeffa\x00b\u2581c", "x\x96 y\r"), ("", " z ")]
+    out, ref = (tmp_path / "o.en", tmp_path / "o.de"), (tmp_path / "r.en", tmp_path / "r.de")
+    stats = write_eval_split(pairs, out, ref, ("en", "de"), "v.en and v.de")
+    assert lines(out[0]) == ["ab c", ""] and lines(out[1]) == ["x\u2013 y", "z"]
+    assert lines(ref[0]) == ["\ufeffa\x00b\u2581c", ""] and lines(ref[1]) == ["x\x96 y", "z"]
+    assert stats["lines"] == 2 and stats["empty_kept"] == 1
+    assert stats["normalised"]["en"]["control_removed"] == 1 and stats["normalised"]["en"]["sp_space"] == 1
+    assert stats["normalised"]["de"]["control_fixed"] == 1
+    with pytest.raises(DataPrepError, match=r"v\.en and v\.de: no sentences"):
+        write_eval_split([], out, ref, ("en", "de"), "v.en and v.de")
+
+
+def test_decode_does_not_load_the_pipeline():
+    code = "import sys, data_prep.decode; print(sorted(m for m in sys.modules if m.startswith('data_prep')))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    loaded = proc.stdout
+    assert proc.returncode == 0 and "data_prep.decode" in loaded, proc.stderr
+    for heavy in ("pipeline", "report", "stages", "binarize", "subword", "wmt14", "parallel"):
+        assert f"data_prep.{heavy}'" not in loaded
+
+
+def test_options_come_from_the_parser_by_name():
+    from data_prep.layout import Options
+
+    args = parallel.build_parser().parse_args(
+        ["--src", "en", "--tgt", "de", "--train", "t", "--valid", "v", "--out", "o", "--max-len", "7", "--dedup",
+         "--no-progress"])
+    opts = Options.from_args(args, "en", "de")
+    assert opts.max_len == 7 and opts.dedup and not opts.progress and opts.out == Path("o")
+    assert opts.vocab_size == 8000 and opts.len_ratio == 1.5
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -322,6 +377,17 @@ def test_wmt14_manifest_counts_agree_with_files(wmt):
     assert train["after_train-text"] - train["after_filter"] == dropped["too_long"] + dropped["length_ratio"]
     assert train["after_filter"] == train["binarized"] == len(lines(out / "raw" / f"train.{src}"))
     assert counts["valid"]["binarized"] == 3000 and counts["test"]["binarized"] == 3003
+    # the counts docs/data_prep.md documents for WMT14-mini (vocabulary 1,000, sample 4,000)
+    documented = {
+        "en-de": {"read": 9000, "after_train-text": 9000, "after_filter": 8692, "empty": 0, "too_long": 4,
+                  "length_ratio": 304},
+        "en-fr": {"read": 18068, "after_train-text": 18049, "after_filter": 16892, "empty": 19, "too_long": 25,
+                  "length_ratio": 1132},
+    }[wmt["pair"]]
+    assert {k: train[k] for k in ("read", "after_train-text", "after_filter")} == {
+        k: documented[k] for k in ("read", "after_train-text", "after_filter")}
+    assert {k: dropped[k] for k in ("empty", "too_long", "length_ratio")} == {
+        k: documented[k] for k in ("empty", "too_long", "length_ratio")}
     # what was read matches the archives, corpus by corpus
     spec = wmt14.PAIRS[wmt["pair"]]
     for corpus in spec.train:
@@ -356,15 +422,21 @@ def test_wmt14_test_and_valid_are_the_complete_sgm_sets(wmt):
     test_src = sacrebleu_sgm_lines(member_bytes(MINI / "test-full.tgz", f"test-full/newstest2014-{x}en-src.en.sgm"))
     test_ref = sacrebleu_sgm_lines(member_bytes(MINI / "test-full.tgz", f"test-full/newstest2014-{x}en-ref.{x}.sgm"))
     assert len(test_src) == len(test_ref) == 3003
-    assert lines(out / "raw" / f"test.{src}") == test_src
-    assert lines(out / "raw" / f"test.{tgt}") == test_ref
+    assert lines(out / "ref" / f"test.{src}") == test_src
+    assert lines(out / "ref" / f"test.{tgt}") == test_ref
+    # the prepared text (what the model reads) is normalised like training text
+    assert lines(out / "raw" / f"test.{tgt}") == [normalize_line(t)[0] for t in test_ref]
     valid_ref = sacrebleu_sgm_lines(member_bytes(MINI / "dev.tgz", f"dev/newstest2013-ref.{x}.sgm"))
     assert len(lines(out / "raw" / f"valid.{src}")) == 3000
-    assert lines(out / "raw" / f"valid.{tgt}") == valid_ref
-    # and byte for byte the references sacreBLEU calls wmt14/full, where the shared copy exists
+    assert lines(out / "ref" / f"valid.{tgt}") == valid_ref
+    # ref/ is byte for byte the reference sacreBLEU calls wmt14/full, where the shared copy exists
     shared = DATA / "newstest" / f"newstest2014-{x}en.{x}"
     if shared.exists():
-        assert (out / "raw" / f"test.{tgt}").read_bytes() == shared.read_bytes()
+        assert (out / "ref" / f"test.{tgt}").read_bytes() == shared.read_bytes()
+    # newstest2014 fr has two cp1252 dashes (U+0096): the only place raw/ and ref/ differ
+    differ = sum(a != b for a, b in zip(lines(out / "raw" / f"test.{tgt}"), test_ref))
+    assert differ == (2 if x == "fr" else 0)
+    assert wmt["manifest"]["normalised"]["test"][tgt]["control_fixed"] == differ
 
 
 def test_wmt14_binarized_data_loads_and_decodes_to_cleaned_text(wmt):
@@ -392,7 +464,7 @@ def test_wmt14_binarized_data_loads_and_decodes_to_cleaned_text(wmt):
 
 def test_wmt14_second_run_does_no_work(wmt, capsys):
     out = wmt["out"]
-    kept = [out / "spm.model", out / "spm.vocab"] + [p for d in ("raw", "spm", "data-bin") for p in (out / d).iterdir()]
+    kept = [out / "spm.model", out / "spm.vocab"] + [p for d in ("raw", "ref", "spm", "data-bin") for p in (out / d).iterdir()]
     before = {p: p.stat().st_mtime_ns for p in kept}
     argv = ["--pair", wmt["pair"], "--mirror", str(MINI), "--out", str(out), "--workers", wmt["workers"], *SMALL]
     assert wmt14.main(argv) == 0

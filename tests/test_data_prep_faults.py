@@ -246,7 +246,7 @@ def test_option_change_with_the_real_fairseq_preprocess(tmp_path):
     argv = argv_for(root / "corpus", root / "out", "--max-len", "40")
     assert ran(run(argv)) == ["filter", "binarize"]
     run(argv_for(root / "corpus", tmp_path / "clean", "--max-len", "40"))
-    assert snapshot(root / "out") == snapshot(tmp_path / "clean")
+    assert snapshot(root / "out", root / "corpus") == snapshot(tmp_path / "clean", root / "corpus")
 
 
 def test_checksum_cache_is_not_fooled_by_same_size_and_mtime(tmp_path):
