@@ -4,7 +4,8 @@ A stage's stamp records the sha256 of its inputs, its options and the sha256 of 
 re-run a stage is skipped when the stamp matches all three, and redone otherwise; because later
 stages key on the *content* of earlier outputs, redoing a stage that produces the same files does
 not cascade. A stage interrupted half-way has no stamp and leaves only hidden ``.*.tmp`` files,
-which the next run removes.
+which the next run removes. Checksums are keyed by content (see :class:`ChecksumCache`), and a stage
+fails if an input changes while it runs, so a stamp always describes the content that was read.
 """
 
 from __future__ import annotations

@@ -427,11 +427,12 @@ def test_kill_9_then_same_command_is_byte_identical_and_leaves_no_orphan(clean_r
         assert our_processes(str(out)) == []
         again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)  # at once
         assert again.returncode == 0, again.stderr
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # cleanup if the test failed half-way
-        except ProcessLookupError:
-            pass
+    finally:  # cleanup if the test failed half-way: the run, and any child of it that survived
+        for pid in [proc.pid] + our_processes(str(out)):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     expected = snapshot(clean_real / "out", clean_real / "corpus")
     got = snapshot(out, corpus)
     assert sorted(got) == sorted(expected)
