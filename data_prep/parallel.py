@@ -136,6 +136,7 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             {"heldout_sizes": sizes, "seed": opts.seed if sizes else None,
              "drop_invalid_utf8": opts.drop_invalid_utf8 if sizes else None},
             extra_outputs=[heldout_file] if sizes else [],
+            describe={split: {"files": [source.src.label, source.tgt.label]} for split, source in given.items()},
         )
 
         def train_text(ctx: StageContext) -> dict:
@@ -153,7 +154,10 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             )
 
         held_inputs = [heldout_file] + [L.raw(s, lang) for s in sizes for lang in L.langs] if sizes else []
-        pipe.train_text_stage(train_text, train_files + held_inputs, {"train": [s.name for s in train]})
+        pipe.train_text_stage(
+            train_text, train_files + held_inputs, {"train": [s.name for s in train]},
+            describe={"corpora": {s.name: {"files": [s.src.label, s.tgt.label]} for s in train}},
+        )
         pipe.run_shared_stages()
         pipe.finish({"corpus": {"train": list(args.train), **{s: getattr(args, s) for s in given},
                                 **{f"{s}_size": n for s, n in sizes.items()}}})

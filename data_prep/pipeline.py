@@ -103,23 +103,29 @@ class Pipeline:
     # The front end supplies these two stages' actions; the helpers above do the work.
 
     def train_text_stage(
-        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any]
+        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any],
+        describe: Optional[Dict[str, Any]] = None,
     ) -> StageResult:
+        """``describe``: statistics naming this run's input files (see :class:`Stage`)."""
         L = self.layout
         return self.run(
             Stage(
                 "train-text", action, inputs=inputs, outputs=[L.clean(L.src), L.clean(L.tgt)],
                 options={"dedup": self.opts.dedup, "drop_invalid_utf8": self.opts.drop_invalid_utf8, **options},
+                describe=describe or {},
             )
         )
 
     def eval_text_stage(
         self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any],
-        extra_outputs: Sequence[Path] = (),
+        extra_outputs: Sequence[Path] = (), describe: Optional[Dict[str, Any]] = None,
     ) -> StageResult:
         L = self.layout
         outputs = [p for s in L.eval_splits for lang in L.langs for p in (L.raw(s, lang), L.ref(s, lang))]
-        result = self.run(Stage("eval-text", action, inputs=inputs, outputs=outputs + list(extra_outputs), options=options))
+        result = self.run(Stage(
+            "eval-text", action, inputs=inputs, outputs=outputs + list(extra_outputs), options=options,
+            describe=describe or {},
+        ))
         # A split this run does not have must not linger from an earlier run with other options.
         for split in ("valid", "test"):
             if split not in L.eval_splits:

@@ -119,6 +119,9 @@ class Stage:
     inputs: Sequence[Path] = ()
     outputs: Sequence[Path] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Statistics that describe this run rather than the content (e.g. where the inputs are now): laid
+    # over the stats whether the stage ran or was skipped, and not part of its key.
+    describe: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -214,7 +217,7 @@ class StageRunner:
         if stamp is not None:
             self.log(f"[{stage.name}] up to date, skipped")
             return StageResult(
-                stage.name, "skipped", 0.0, stamp.get("stats", {}),
+                stage.name, "skipped", 0.0, overlay(stamp.get("stats", {}), stage.describe),
                 {i["path"]: i["sha256"] for i in stamp["inputs"]}, stamp["outputs"],
             )
         self.stamp_path(stage.name).unlink(missing_ok=True)
@@ -267,8 +270,19 @@ class StageRunner:
             raise os_error(exc, stage) from None
         self.log(f"[{stage.name}] done in {seconds:.1f}s")
         return StageResult(
-            stage.name, "ran", seconds, stats, {self.label(p): d for p, d in zip(stage.inputs, inputs)}, outputs
+            stage.name, "ran", seconds, overlay(stats, stage.describe), {self.label(p): d for p, d in zip(stage.inputs, inputs)}, outputs
         )
+
+
+def overlay(stats: Dict[str, Any], extra: Mapping[str, Any]) -> Dict[str, Any]:
+    """``stats`` with ``extra`` laid over it, nested dictionaries merged."""
+    merged = dict(stats)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _signature(path: Path) -> Optional[list]:

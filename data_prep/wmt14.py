@@ -226,7 +226,10 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             )
 
         train_archives = list(dict.fromkeys(archives[c.archive] for c in spec.train))
-        pipe.train_text_stage(train_text, train_archives, {"corpora": [s.src.member for s in sources]})
+        pipe.train_text_stage(
+            train_text, train_archives, {"corpora": [s.src.member for s in sources]},
+            describe={"corpora": {s.name: {"files": [s.src.label, s.tgt.label]} for s in sources}},
+        )
 
         def eval_text(ctx: StageContext) -> dict:
             stats = {}
@@ -243,6 +246,8 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
         pipe.eval_text_stage(
             eval_text, [archives[spec.valid.archive], archives[spec.test.archive]],
             {"valid": [spec.valid.src, spec.valid.ref], "test": [spec.test.src, spec.test.ref]},
+            describe={split: {"files": [f"{archives[ev.archive]}:{ev.src}", f"{archives[ev.archive]}:{ev.ref}"]}
+                      for split, ev in (("valid", spec.valid), ("test", spec.test))},
         )
         pipe.run_shared_stages()
         pipe.finish({

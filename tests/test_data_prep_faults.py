@@ -178,7 +178,12 @@ def copy_base(base: Path, to: Path) -> Path:
 
 def test_a_moved_output_and_corpus_stay_up_to_date(base_run, tmp_path):
     moved = copy_base(base_run, tmp_path / "moved")
-    assert ran(run(argv_for(moved / "corpus", moved / "out"))) == []  # content keys, not paths
+    m = run(argv_for(moved / "corpus", moved / "out"))
+    assert ran(m) == []  # content keys, not paths
+    # and the manifest names the files where they are now
+    assert str(base_run) not in json.dumps(m)
+    run(argv_for(moved / "corpus", tmp_path / "clean"))
+    assert snapshot(moved / "out") == snapshot(tmp_path / "clean")
 
 
 @pytest.mark.parametrize("change, expected", OPTION_CASES, ids=[" ".join(c[0]) for c in OPTION_CASES])
