@@ -108,9 +108,29 @@ def test_length_filter_measures_both_sides(tmp_path):
             files.append(write(tmp_path / f"{name}.{lang}", "".join(r[k] + "\n" for r in rows).encode()))
     outs = [tmp_path / f"o{i}" for i in range(4)]
     stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 5, 1.5)
-    assert stats["dropped"] == {"empty": 0, "too_long": 2, "length_ratio": 2}
-    assert lines(outs[0]) == ["a"] and lines(outs[1]) == ["b"] and lines(outs[3]) == ["b"]
-    assert stats["tokens"] == {"src": 1, "tgt": 1}
+    assert stats == {"lines_in": 5, "lines_out": 1, "dropped": {"empty": 0, "too_long": 2, "length_ratio": 2},
+                     "tokens": {"src": 1, "tgt": 1}}
+    assert lines(outs[0]) == ["a"] and lines(outs[1]) == ["b"] and lines(outs[2]) == ["a"] and lines(outs[3]) == ["b"]
+    # no limits: every pair kept, tokens counted per side
+    stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
+    assert stats["lines_out"] == 5 and stats["tokens"] == {"src": 18, "tgt": 18}
+    assert lines(outs[0]) == [t for t, _ in text] and lines(outs[3]) == [p for _, p in pieces]
+    # an empty line of pieces is an empty pair; a text/pieces length mismatch is an error
+    write(files[2], b"a\n\n1\n1\n1\n")
+    stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
+    assert stats["dropped"]["empty"] == 1 and stats["lines_out"] == 4
+    write(files[2], b"a\n")
+    with pytest.raises(DataPrepError, match=r"t\.s and its SentencePiece encoding differ in length"):
+        filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
+
+
+def test_os_errors_become_one_line_naming_the_path():
+    from data_prep.stages import Stage, os_error
+
+    stage = Stage("s", lambda ctx: None, outputs=[Path("/o/a"), Path("/o/b")])
+    assert str(os_error(OSError(13, "Permission denied", "/x/y"), stage)) == "/x/y: Permission denied (stage s)"
+    assert str(os_error(OSError(28, "No space left on device"), stage)) == "/o/a, /o/b: No space left on device (stage s)"
+    assert str(os_error(OSError("odd"), Stage("t", lambda ctx: None))) == "t: odd (stage t)"
 
 
 def test_eval_split_is_normalised_like_train_and_keeps_sacrebleu_references(tmp_path):
