@@ -274,6 +274,81 @@ def test_stage_runner_skips_redoes_and_never_leaves_half_outputs(tmp_path):
     assert runner.run(stage(x=1)).status == "ran"
 
 
+def test_checksum_cache_fast_path_damage_and_directories(tmp_path, monkeypatch):
+    from data_prep import stages
+
+    f = write(tmp_path / "f", b"abc\n")
+    (tmp_path / "sums.json").write_text("[not a dict")
+    cache = ChecksumCache(tmp_path / "sums.json")  # a damaged cache only costs re-hashing
+    assert cache.sha256(f) == sha256(f)
+    cache.save()
+    assert json.loads((tmp_path / "sums.json").read_text())[str(f.resolve())][2] == sha256(f)
+    (tmp_path / "sums.json").write_text("[1, 2]")
+    assert ChecksumCache(tmp_path / "sums.json").sha256(f) == sha256(f)
+    # a settled file is not read again; a racy one (changed within RACY_NS of hashing) is
+    opened = []
+    real_open = open
+    monkeypatch.setattr(stages, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k), raising=False)
+    cache = ChecksumCache(tmp_path / "fresh.json")
+    cache.sha256(f)
+    cache.sha256(f)
+    assert len(opened) == 2  # just written: racy, read twice
+    monkeypatch.setattr(stages.time, "time_ns", lambda: f.stat().st_ctime_ns + stages.RACY_NS + 1)
+    cache.sha256(f)
+    monkeypatch.undo()
+    assert cache.sha256(f) == sha256(f) and len(opened) == 3  # settled now: the fast path
+    # a directory's digest covers its files' names and contents
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    write(d / "sub" / "x", b"1")
+    first = cache.sha256(d)
+    (d / "sub" / "x").rename(d / "sub" / "y")
+    second = cache.sha256(d)
+    write(d / "sub" / "y", b"2")
+    assert len({first, second, cache.sha256(d)}) == 3
+
+
+def test_stage_runner_redoes_a_stage_with_a_damaged_or_foreign_stamp(tmp_path):
+    runner = StageRunner(tmp_path, tmp_path / "stamps", ChecksumCache(tmp_path / "sums.json"), log=lambda m: None)
+    src = write(tmp_path / "in.txt", b"x\n")
+    out = tmp_path / "out.txt"
+
+    def copy(ctx):
+        ctx.tmp(out).write_bytes(src.read_bytes())
+        return {"n": 1}
+
+    stage = Stage("copy", copy, inputs=[src], outputs=[out], options={"a": 1})
+    assert runner.run(stage).status == "ran"
+    stamp = tmp_path / "stamps" / "copy.json"
+    good = json.loads(stamp.read_text())
+    assert good["inputs"] == [{"path": "in.txt", "sha256": sha256(src)}]
+    assert good["outputs"] == {"out.txt": sha256(out)} and good["options"] == {"a": 1} and good["stats"] == {"n": 1}
+    for damaged in ("{not json", json.dumps({**good, "format": 99})):
+        stamp.write_text(damaged)
+        assert runner.run(stage).status == "ran"
+    out.unlink()
+    assert runner.run(stage).status == "ran" and out.exists()
+    result = runner.run(stage)
+    assert (result.status, result.stats, result.inputs, result.outputs) == (
+        "skipped", {"n": 1}, {"in.txt": sha256(src)}, {"out.txt": sha256(out)})
+    assert StageRunner(tmp_path, tmp_path / "stamps", runner.cache, force=True, log=lambda m: None).run(stage).status == "ran"
+    src.unlink()
+    with pytest.raises(DataPrepError, match=r"stage copy: input .*in\.txt does not exist"):
+        runner.run(stage)
+
+
+def test_leftovers_of_an_interrupted_stage_are_removed(tmp_path):
+    from data_prep.stages import remove_leftovers
+
+    final = tmp_path / "x.txt"
+    write(tmp_path / ".x.txt.tmp", b"half")
+    write(tmp_path / ".x.txt.tmp.part00003", b"part")
+    (tmp_path / ".x.txt.tmpdir").mkdir()
+    keep = write(tmp_path / ".y.txt.tmp", b"other stage")
+    remove_leftovers(final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [keep.name]
+
+
 # --- unit tests: SentencePiece encoding in parallel ------------------------------------------
 
 
