@@ -95,6 +95,11 @@ def test_length_rules():
     assert length_drop_reason(10, 16, 250, 1.5) == "length_ratio"
     assert length_drop_reason(10, 15, 250, 1.5) is None
     assert length_drop_reason(10, 100, 0, 0) is None
+    # boundaries: exactly max_len and exactly the ratio pass, on either side
+    assert length_drop_reason(250, 250, 250, 0) is None and length_drop_reason(250, 251, 250, 0) == "too_long"
+    assert length_drop_reason(15, 10, 0, 1.5) is None and length_drop_reason(16, 10, 0, 1.5) == "length_ratio"
+    assert length_drop_reason(10, 11, 0, 1.0) == "length_ratio" and length_drop_reason(10, 10, 0, 1.0) is None
+    assert length_drop_reason(3, 0, 250, 1.5) == "empty"
 
 
 def test_length_filter_measures_both_sides(tmp_path):
@@ -115,10 +120,20 @@ def test_length_filter_measures_both_sides(tmp_path):
     stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
     assert stats["lines_out"] == 5 and stats["tokens"] == {"src": 18, "tgt": 18}
     assert lines(outs[0]) == [t for t, _ in text] and lines(outs[3]) == [p for _, p in pieces]
-    # an empty line of pieces is an empty pair; a text/pieces length mismatch is an error
-    write(files[2], b"a\n\n1\n1\n1\n")
+    # an empty line of pieces on either side is an empty pair
+    write(files[2], b"a b\n\n1\n1 2\n1 2 3\n")
+    write(files[3], b"b\n1\n\n1\n1 2 3 4\n")
     stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
-    assert stats["dropped"]["empty"] == 1 and stats["lines_out"] == 4
+    assert stats["dropped"]["empty"] == 2 and stats["lines_out"] == 3
+    assert stats["tokens"] == {"src": 7, "tgt": 6}
+    # nothing left is an error naming the options; a text/pieces length mismatch is an error
+    with pytest.raises(DataPrepError) as err:
+        filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 3, 1.1)
+    assert str(err.value) == ("the length filter dropped all 5 training pairs (empty 2, length_ratio 2, too_long 1); "
+                              "raise --max-len or --len-ratio (0 turns a rule off)")
+    empty = [write(tmp_path / f"e{i}", b"") for i in range(4)]
+    with pytest.raises(DataPrepError, match=rf"all 0 training pairs \({re.escape(str(empty[0]))} is empty\)"):
+        filter_lengths((empty[0], empty[1]), (empty[2], empty[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
     write(files[2], b"a\n")
     with pytest.raises(DataPrepError, match=r"t\.s and its SentencePiece encoding differ in length"):
         filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
