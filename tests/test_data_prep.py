@@ -199,6 +199,11 @@ def test_clean_train_counts_every_drop(tmp_path):
     assert stats["lines_in"] == 6 and stats["lines_out"] == 3
     assert stats["dropped"] == {"invalid_utf8": 1, "heldout": 0, "heldout_overlap": 0, "empty": 1, "duplicate": 1}
     assert stats["normalised"]["en"]["crlf"] == 1 and stats["normalised"]["en"]["whitespace"] == 1
+    # without --dedup repeats stay; without --drop-invalid-utf8 bad UTF-8 stops the run
+    ok = ParallelSource("c", InputFile(write(tmp_path / "k.en", b"same\nsame\n")), InputFile(tgt))
+    write(tgt, b"SAME\nSAME\n")
+    assert clean_train([ok], tmp_path / "q.en", tmp_path / "q.de")["lines_out"] == 2
+    write(tgt, b"A\nB\nSAME\nSAME\nok\nX Y\n")
     with pytest.raises(DataPrepError, match=r"c\.en: line 5: invalid UTF-8"):
         clean_train([source], tmp_path / "p.en", tmp_path / "p.de")
 
