@@ -208,6 +208,28 @@ def test_clean_train_counts_every_drop(tmp_path):
         clean_train([source], tmp_path / "p.en", tmp_path / "p.de")
 
 
+def test_clean_train_heldout_overlap_and_per_corpus_counts(tmp_path):
+    from data_prep.clean import HeldOut
+
+    c1 = ParallelSource("c1", InputFile(write(tmp_path / "c1.en", b"one\nheld\nheld src\ny\none\nbad\xff\n")),
+                        InputFile(write(tmp_path / "c1.de", b"eins\ngehalten\nx\nheld tgt\neins\nz\n")))
+    c2 = ParallelSource("c2", InputFile(write(tmp_path / "c2.en", b"h2\none\n\xfe\n two\xc2\xa0 \n\n")),
+                        InputFile(write(tmp_path / "c2.de", b"h2de\neins\nq\nzwei\xc2\x92\nleer\n")))
+    heldout = HeldOut({1, 6}, {"held src"}, {"held tgt"})
+    stats = clean_train([c1, c2], tmp_path / "o.en", tmp_path / "o.de", dedup=True, drop_invalid_utf8=True,
+                        heldout=heldout, langs=("en", "de"))
+    assert lines(tmp_path / "o.en") == ["one", "two"] and lines(tmp_path / "o.de") == ["eins", "zwei\u2019"]
+    zero = {"crlf": 0, "control_fixed": 0, "control_removed": 0, "sp_space": 0, "whitespace": 0}
+    assert stats == {
+        "lines_in": 11,
+        "lines_out": 2,
+        "dropped": {"invalid_utf8": 2, "heldout": 2, "heldout_overlap": 2, "empty": 1, "duplicate": 2},
+        "normalised": {"en": {**zero, "whitespace": 1}, "de": {**zero, "control_fixed": 1}},
+        "corpora": {"c1": {"files": [str(tmp_path / "c1.en"), str(tmp_path / "c1.de")], "read": 6, "kept": 1},
+                    "c2": {"files": [str(tmp_path / "c2.en"), str(tmp_path / "c2.de")], "read": 5, "kept": 1}},
+    }
+
+
 def test_mismatched_line_counts_name_files_and_line(tmp_path):
     src = write(tmp_path / "m.en", b"1\n2\n3\n")
     tgt = write(tmp_path / "m.de", b"1\n2\n")
