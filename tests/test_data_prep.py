@@ -359,12 +359,13 @@ def test_stage_runner_redoes_a_stage_with_a_damaged_or_foreign_stamp(tmp_path):
         ctx.tmp(out).write_bytes(src.read_bytes())
         return {"n": 1}
 
-    stage = Stage("copy", copy, inputs=[src], outputs=[out], options={"a": 1})
+    stage = Stage("copy", copy, inputs=[src], outputs=[out], options={"b": Path("p"), "a": 1})
     assert runner.run(stage).status == "ran"
     stamp = tmp_path / "stamps" / "copy.json"
     good = json.loads(stamp.read_text())
     assert good["inputs"] == [{"path": "in.txt", "sha256": sha256(src)}]
-    assert good["outputs"] == {"out.txt": sha256(out)} and good["options"] == {"a": 1} and good["stats"] == {"n": 1}
+    assert good["outputs"] == {"out.txt": sha256(out)} and good["stats"] == {"n": 1}
+    assert list(good["options"].items()) == [("a", 1), ("b", "p")]  # JSON, sorted: a stable key
     for damaged in ("{not json", json.dumps({**good, "format": 99})):
         stamp.write_text(damaged)
         assert runner.run(stage).status == "ran"
@@ -377,6 +378,15 @@ def test_stage_runner_redoes_a_stage_with_a_damaged_or_foreign_stamp(tmp_path):
     src.unlink()
     with pytest.raises(DataPrepError, match=r"stage copy: input .*in\.txt does not exist"):
         runner.run(stage)
+
+
+def test_stage_description_is_laid_over_the_statistics():
+    from data_prep.stages import overlay
+
+    stats = {"valid": {"lines": 3, "files": ["old"]}, "n": 1}
+    assert overlay(stats, {"valid": {"files": ["new"]}, "test": {"files": ["t"]}, "n": 2}) == {
+        "valid": {"lines": 3, "files": ["new"]}, "test": {"files": ["t"]}, "n": 2}
+    assert stats == {"valid": {"lines": 3, "files": ["old"]}, "n": 1}  # not changed in place
 
 
 def test_leftovers_of_an_interrupted_stage_are_removed(tmp_path):
