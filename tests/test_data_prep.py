@@ -81,6 +81,16 @@ def test_normalize_line_rules():
     assert text == "Saarland’s „Kinder“" and flags == 2
     text, flags = normalize_line("\ufeffbell\x07 here")
     assert text == "bell here" and flags == 4
+    # the ASCII fast path: double, leading and trailing spaces
+    assert [normalize_line(x) for x in ("a  b", " a", "a ", "a b")] == [("a b", 8), ("a", 8), ("a", 8), ("a b", 0)]
+    # rules combine
+    assert normalize_line("\x92x\x07 \r") == ("\u2019x", 1 | 2 | 4 | 8)
+    from data_prep.clean import NormalisationCounts
+
+    counts = NormalisationCounts()
+    for flags in (8, 8 | 1, 0):
+        counts.add("en", flags)
+    assert counts.as_dict(["en", "de"])["en"]["whitespace"] == 2 and counts.as_dict(["de"])["de"]["crlf"] == 0
     # SentencePiece's space marker would decode as a space: it becomes one
     assert normalize_line("a\u2581b \u2581 c") == ("a b c", 16 | 8)
     assert normalize_line("a\u2581b", repair_controls=False) == ("a\u2581b", 0)
