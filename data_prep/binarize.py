@@ -10,6 +10,7 @@ from typing import Dict, Mapping
 
 from tqdm import tqdm
 
+from data_prep import children
 from data_prep.errors import DataPrepError
 from fairseq_resmlp_tools.fairseq_io import mmap_index_count  # noqa: F401  (pipeline and report use it from here)
 
@@ -35,7 +36,6 @@ def run_preprocess(
     Returns, per split and language, the sentences, tokens and <unk> percentage fairseq reported.
     """
     cmd = [
-        sys.executable, "-m", "fairseq_cli.preprocess",
         "--source-lang", src, "--target-lang", tgt,
         "--srcdict", str(dictionary), "--joined-dictionary",
         "--destdir", str(destdir),
@@ -46,9 +46,11 @@ def run_preprocess(
         if split in prefixes:
             cmd += [f"--{split}pref", str(prefixes[split])]
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write(" ".join(cmd) + "\n")
+        log.write("fairseq-preprocess " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # own process group, killed with us: no orphan keeps writing into destdir (data_prep.children)
+        pid_file = log_path.with_suffix(".pid")
+        proc = children.start_module("fairseq_cli.preprocess", cmd, pid_file, stdout=log, stderr=subprocess.STDOUT)
         # fairseq reports no progress of its own; at least show that time is passing.
         with tqdm(desc="binarize", bar_format="{desc}: {elapsed} elapsed", disable=not progress, file=sys.stderr) as bar:
             try:
@@ -57,10 +59,8 @@ def run_preprocess(
                         proc.wait(timeout=1)
                     except subprocess.TimeoutExpired:
                         bar.refresh()
-            except BaseException:
-                proc.kill()  # do not leave fairseq running when interrupted
-                proc.wait()
-                raise
+            finally:
+                children.end_group(proc, pid_file)  # do not leave fairseq running when interrupted
     text = log_path.read_text(encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         tail = "\n".join(text.splitlines()[-15:])

@@ -1,6 +1,7 @@
 """Cleaning rules: line normalisation (all splits) and pair filtering (training data only).
 
-Normalisation never drops a line. Training text gets all four rules:
+Normalisation never drops a line. The prepared text of every split (``raw/``: what the model reads)
+gets all five rules:
 
 * ``crlf``            a ``\\r`` before the line end (Windows line endings) is removed;
 * ``control_fixed``   C1 control characters U+0080-U+009F are cp1252 punctuation decoded as
@@ -8,12 +9,15 @@ Normalisation never drops a line. Training text gets all four rules:
                       cp1252 character (the 5 code points cp1252 leaves undefined are removed);
 * ``control_removed`` other control characters (C0 except tab/newline-like whitespace, DEL,
                       U+FEFF byte order marks) are removed;
+* ``sp_space``        U+2581 (SentencePiece's reserved space marker, which decoding turns into a
+                      space) becomes a space, so that decoding the pieces gives back the text;
 * ``whitespace``      every run of Unicode whitespace (tabs, no-break spaces, U+2028, ...) becomes
                       one ASCII space, and leading/trailing whitespace is removed.
 
-Valid and test text gets only ``crlf`` and ``whitespace``: exactly the cleaning sacreBLEU applies
-to the WMT sgm files, so ``raw/test.*`` is byte for byte the reference sacreBLEU uses
-(``wmt14/full``) and scores against it are comparable with published ones.
+Valid and test text is written twice: normalised like training text (``raw/``, what the model reads),
+and with only ``crlf`` and ``whitespace`` (``ref/``): exactly the cleaning sacreBLEU applies to the
+WMT sgm files, so ``ref/test.*`` is byte for byte the reference sacreBLEU uses (``wmt14/full``) and
+scores against it are comparable with published ones.
 
 Training pairs are then dropped, each reason counted (see :data:`DROP_REASONS`).
 """
@@ -38,12 +42,15 @@ CRLF = 1
 CONTROL_FIXED = 2
 CONTROL_REMOVED = 4
 WHITESPACE = 8
+SP_SPACE = 16
 NORMALISATIONS = {
     CRLF: "crlf",
     CONTROL_FIXED: "control_fixed",
     CONTROL_REMOVED: "control_removed",
+    SP_SPACE: "sp_space",
     WHITESPACE: "whitespace",
 }
+SP_SPACE_MARKER = "\u2581"
 
 # Why a training pair can be dropped, in the order the checks are applied.
 DROP_REASONS = (
@@ -77,7 +84,7 @@ _CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1f\x7f\ufeff]")
 def normalize_line(line: str, repair_controls: bool = True) -> Tuple[str, int]:
     """Normalise one line (without its ``\\n``); returns the text and the rules that changed it.
 
-    ``repair_controls=False`` (evaluation text) leaves control characters alone.
+    ``repair_controls=False`` (the sacreBLEU references) leaves control characters and U+2581 alone.
     """
     flags = 0
     if line.endswith("\r"):
@@ -95,6 +102,9 @@ def normalize_line(line: str, repair_controls: bool = True) -> Tuple[str, int]:
     if repair_controls and _CONTROL_RE.search(line):
         line = _CONTROL_RE.sub("", line)
         flags |= CONTROL_REMOVED
+    if repair_controls and SP_SPACE_MARKER in line:
+        line = line.replace(SP_SPACE_MARKER, " ")
+        flags |= SP_SPACE
     collapsed = " ".join(line.split())
     if collapsed != line:
         flags |= WHITESPACE
@@ -226,6 +236,10 @@ def clean_train(
             }
     bar.close()
     read = index + 1
+    if kept == 0:
+        files = ", ".join(f for s in sources for f in (s.src.label, s.tgt.label))
+        why = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "the files are empty"
+        raise DataPrepError(f"no training pairs left in {files} ({read} read; dropped: {why})")
     return {
         "lines_in": read,
         "lines_out": kept,
@@ -236,24 +250,38 @@ def clean_train(
 
 
 def write_eval_split(
-    pairs: Iterable[Tuple[str, str]], out_src: Path, out_tgt: Path, langs: Tuple[str, str] = ("src", "tgt")
+    pairs: Iterable[Tuple[str, str]],
+    out: Tuple[Path, Path],
+    ref: Tuple[Path, Path],
+    langs: Tuple[str, str] = ("src", "tgt"),
+    source: str = "the evaluation files",
 ) -> Dict[str, Any]:
-    """Write a valid/test split: only CRLF and whitespace normalised, never filtered, so it stays complete."""
+    """Write a valid/test split, never filtered so that it stays complete; an empty split is an error.
+
+    ``out`` gets the text normalised like training text (what the model reads), ``ref`` the text
+    with only CRLF and whitespace normalised (sacreBLEU's references); ``source`` names the input.
+    """
     src_lang, tgt_lang = langs
     norm = NormalisationCounts()
     n = empty = 0
-    with open(out_src, "w", encoding="utf-8", newline="\n") as fs, open(
-        out_tgt, "w", encoding="utf-8", newline="\n"
-    ) as ft:
+    files = [open(p, "w", encoding="utf-8", newline="\n") for p in (*out, *ref)]
+    try:
         for a, b in pairs:
-            a, fa = normalize_line(a, repair_controls=False)
-            b, fb = normalize_line(b, repair_controls=False)
+            ra, _ = normalize_line(a, repair_controls=False)
+            rb, _ = normalize_line(b, repair_controls=False)
+            a, fa = normalize_line(a)
+            b, fb = normalize_line(b)
             norm.add(src_lang, fa)
             norm.add(tgt_lang, fb)
             empty += not a or not b
-            fs.write(a + "\n")
-            ft.write(b + "\n")
+            for f, line in zip(files, (a, b, ra, rb)):
+                f.write(line + "\n")
             n += 1
+    finally:
+        for f in files:
+            f.close()
+    if n == 0:
+        raise DataPrepError(f"{source}: no sentences; an evaluation split must not be empty")
     return {"lines": n, "empty_kept": empty, "normalised": norm.as_dict((src_lang, tgt_lang))}
 
 
@@ -297,6 +325,12 @@ def filter_lengths(
         bar.close()
         for f in files + outs:
             f.close()
+    if kept == 0:
+        why = ", ".join(f"{r} {n}" for r, n in sorted(dropped.items())) or f"{text[0]} is empty"
+        raise DataPrepError(
+            f"the length filter dropped all {read} training pairs ({why}); raise --max-len or --len-ratio "
+            "(0 turns a rule off)"
+        )
     return {
         "lines_in": read,
         "lines_out": kept,

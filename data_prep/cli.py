@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from data_prep.errors import DataPrepError
-from data_prep.pipeline import Options
+from data_prep.layout import Options
 from fairseq_resmlp_tools._cli import run_cli
 
 
@@ -46,13 +46,7 @@ def options_from_args(args: argparse.Namespace, src: str, tgt: str) -> Options:
         raise DataPrepError("--vocab-size must be at least 300 (256 byte pieces + specials + characters)")
     if args.workers < 1 or args.spm_threads < 1:
         raise DataPrepError("--workers and --spm-threads must be at least 1")
-    return Options(
-        out=args.out, src=src, tgt=tgt, vocab_size=args.vocab_size, model_type=args.model_type,
-        character_coverage=args.character_coverage, max_len=args.max_len, len_ratio=args.len_ratio,
-        workers=args.workers, spm_sample=args.spm_sample, spm_threads=args.spm_threads, dedup=args.dedup,
-        drop_invalid_utf8=args.drop_invalid_utf8, seed=args.seed, force=args.force,
-        progress=not args.no_progress,
-    )
+    return Options.from_args(args, src, tgt)
 
 
 def cli(run: Callable[[argparse.Namespace, List[str]], None], parser: argparse.ArgumentParser,

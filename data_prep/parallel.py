@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from data_prep.clean import HeldOut, clean_train, normalize_line, write_eval_split
 from data_prep.cli import add_common_args, cli, options_from_args
 from data_prep.errors import DataPrepError
-from data_prep.pipeline import Pipeline, output_lock
+from data_prep.pipeline import Pipeline, output_lock, reported_os_errors
 from data_prep.stages import StageContext
 from data_prep.textio import ParallelSource, find_prefix_file, iter_text_pairs
 
@@ -100,7 +100,7 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
         raise DataPrepError("a validation set is needed: --valid PREFIX or --valid-size N")
     eval_splits = [s for s in ("valid", "test") if s in given or s in sizes]
 
-    with output_lock(opts.out):
+    with reported_os_errors(), output_lock(opts.out):
         pipe = Pipeline(opts, "data_prep.parallel", ["python", "-m", "data_prep.parallel", *argv], eval_splits)
         L = pipe.layout
         train_files = [f.path for s in train for f in (s.src, s.tgt)]
@@ -120,7 +120,10 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
                 else:
                     pairs = heldout_pairs(train, chosen[split], opts.drop_invalid_utf8)
                     files = [f"held out from train ({len(chosen[split])} random pairs)"]
-                stats[split] = write_eval_split(pairs, ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt)), L.langs)
+                stats[split] = write_eval_split(
+                    pairs, (ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt))),
+                    (ctx.tmp(L.ref(split, L.src)), ctx.tmp(L.ref(split, L.tgt))), L.langs, " and ".join(files),
+                )
                 stats[split]["files"] = files
             if sizes:
                 ctx.tmp(heldout_file).write_text(json.dumps(chosen), encoding="utf-8")
@@ -129,8 +132,11 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
         pipe.eval_text_stage(
             eval_text, train_files + eval_files if sizes else eval_files,
-            {"heldout_sizes": sizes, "seed": opts.seed if sizes else None},
+            # which pairs are held out depends on the seed and on which pairs count as readable
+            {"heldout_sizes": sizes, "seed": opts.seed if sizes else None,
+             "drop_invalid_utf8": opts.drop_invalid_utf8 if sizes else None},
             extra_outputs=[heldout_file] if sizes else [],
+            describe={split: {"files": [source.src.label, source.tgt.label]} for split, source in given.items()},
         )
 
         def train_text(ctx: StageContext) -> dict:
@@ -148,7 +154,10 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             )
 
         held_inputs = [heldout_file] + [L.raw(s, lang) for s in sizes for lang in L.langs] if sizes else []
-        pipe.train_text_stage(train_text, train_files + held_inputs, {"train": [s.name for s in train]})
+        pipe.train_text_stage(
+            train_text, train_files + held_inputs, {"train": [s.name for s in train]},
+            describe={"corpora": {s.name: {"files": [s.src.label, s.tgt.label]} for s in train}},
+        )
         pipe.run_shared_stages()
         pipe.finish({"corpus": {"train": list(args.train), **{s: getattr(args, s) for s in given},
                                 **{f"{s}_size": n for s, n in sizes.items()}}})

@@ -6,7 +6,8 @@ training text ``work/clean.{src,tgt}`` and the normalised evaluation text ``raw/
 
     OUT/manifest.json              counts, drops, checksums, versions
     OUT/spm.model, OUT/spm.vocab   joint SentencePiece model
-    OUT/raw/{train,valid,test}.L   untokenized text (train: exactly the binarized pairs)
+    OUT/raw/{train,valid,test}.L   the prepared text (train: exactly the binarized pairs)
+    OUT/ref/{valid,test}.L         valid/test with only sacreBLEU's cleaning: the references
     OUT/spm/{train,valid,test}.L   the same as SentencePiece pieces
     OUT/data-bin/                  fairseq-preprocess output (joined dictionary)
     OUT/work/                      intermediates, stage stamps, logs
@@ -17,88 +18,39 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
 
-from data_prep import binarize, report, subword
+from data_prep import binarize, children, report, subword
 from data_prep.clean import filter_lengths
 from data_prep.errors import DataPrepError
-from data_prep.stages import ChecksumCache, Stage, StageContext, StageResult, StageRunner, write_json_atomic
+from data_prep.layout import Layout, Options
+from data_prep.stages import ChecksumCache, Stage, StageContext, StageResult, StageRunner, remove_path, write_json_atomic
 from data_prep.textio import count_lines
 from fairseq_resmlp_tools import _fs
 
+__all__ = ["Layout", "Options", "Pipeline", "output_lock", "reported_os_errors"]
+
 # Bump when a stage's code changes what it writes, so that old stamps stop matching.
 STAGE_VERSIONS = {
-    "train-text": 1, "eval-text": 1, "spm-sample": 1, "spm-train": 1, "encode": 1, "filter": 1, "binarize": 1,
+    "train-text": 2, "eval-text": 2, "spm-sample": 1, "spm-train": 1, "encode": 1, "filter": 1, "binarize": 1,
 }
-
-
-@dataclass
-class Options:
-    """Settings shared by every front end (the common command-line options)."""
-
-    out: Path
-    src: str
-    tgt: str
-    vocab_size: int = 32000
-    model_type: str = "unigram"
-    character_coverage: float = 0.9995
-    max_len: int = 250
-    len_ratio: float = 1.5
-    workers: int = 1
-    spm_sample: int = 1_000_000
-    spm_threads: int = 8
-    dedup: bool = False
-    drop_invalid_utf8: bool = False
-    seed: int = 1
-    force: bool = False
-    progress: bool = True
-
-
-class Layout:
-    """Where each file of an output directory lives."""
-
-    def __init__(self, out: Path, src: str, tgt: str, eval_splits: Sequence[str] = ("valid", "test")) -> None:
-        self.out = out
-        self.src = src
-        self.tgt = tgt
-        self.langs = (src, tgt)
-        self.eval_splits = tuple(eval_splits)
-        self.work = out / "work"
-        self.stamps = self.work / "stamps"
-        self.manifest = out / "manifest.json"
-        self.spm_model = out / "spm.model"
-        self.spm_vocab = out / "spm.vocab"
-        self.fairseq_dict = self.work / "dict.txt"
-        self.spm_sample = self.work / "spm_sample.txt"
-        self.data_bin = out / "data-bin"
-        self.binarize_log = self.work / "binarize.log"
-
-    @property
-    def splits(self) -> Tuple[str, ...]:
-        return ("train",) + self.eval_splits
-
-    def clean(self, lang: str) -> Path:
-        """Normalised training text before the length filters."""
-        return self.work / f"clean.{lang}"
-
-    def clean_pieces(self, lang: str) -> Path:
-        return self.work / f"clean.spm.{lang}"
-
-    def raw(self, split: str, lang: str) -> Path:
-        return self.out / "raw" / f"{split}.{lang}"
-
-    def pieces(self, split: str, lang: str) -> Path:
-        return self.out / "spm" / f"{split}.{lang}"
-
-    def bin_prefix(self, split: str) -> Path:
-        return self.data_bin / f"{split}.{self.src}-{self.tgt}"
 
 
 def output_lock(out: Path) -> ContextManager[None]:
     """One run per output directory at a time: two would overwrite each other's temporary files."""
     return _fs.output_lock(out, what="data_prep run")
+
+
+@contextmanager
+def reported_os_errors() -> Iterator[None]:
+    """Turn a file-system error (unwritable or impossible path, full disk) into one line naming the path."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else "writing the output"
+        raise DataPrepError(f"{where}: {exc.strerror or exc}") from None
 
 
 class Pipeline:
@@ -118,6 +70,8 @@ class Pipeline:
         self.log = log
         self.layout = Layout(opts.out, opts.src, opts.tgt, eval_splits)
         self.layout.work.mkdir(parents=True, exist_ok=True)
+        # A run killed with -9 on a system without parent-death signals may have left its child.
+        children.end_leftover_group(self.layout.binarize_pid)
         self.cache = ChecksumCache(self.layout.work / "checksums.json")
         self.runner = StageRunner(opts.out, self.layout.stamps, self.cache, force=opts.force, log=log)
         self.results: List[StageResult] = []
@@ -133,30 +87,41 @@ class Pipeline:
         return result
 
     def add_input(self, path: Path, **extra: Any) -> None:
-        self.inputs.append(
-            {"path": str(path), "bytes": path.stat().st_size, "sha256": self.cache.sha256(path), **extra}
-        )
+        """An external input file; its size and checksum are taken at the end, checked against what stages read."""
+        self.inputs.append({"path": str(path), **extra})
 
     # The front end supplies these two stages' actions; the helpers above do the work.
 
     def train_text_stage(
-        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any]
+        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any],
+        describe: Optional[Dict[str, Any]] = None,
     ) -> StageResult:
+        """``describe``: statistics naming this run's input files (see :class:`Stage`)."""
         L = self.layout
         return self.run(
             Stage(
                 "train-text", action, inputs=inputs, outputs=[L.clean(L.src), L.clean(L.tgt)],
                 options={"dedup": self.opts.dedup, "drop_invalid_utf8": self.opts.drop_invalid_utf8, **options},
+                describe=describe or {},
             )
         )
 
     def eval_text_stage(
         self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any],
-        extra_outputs: Sequence[Path] = (),
+        extra_outputs: Sequence[Path] = (), describe: Optional[Dict[str, Any]] = None,
     ) -> StageResult:
         L = self.layout
-        outputs = [L.raw(s, lang) for s in L.eval_splits for lang in L.langs] + list(extra_outputs)
-        return self.run(Stage("eval-text", action, inputs=inputs, outputs=outputs, options=options))
+        outputs = [p for s in L.eval_splits for lang in L.langs for p in (L.raw(s, lang), L.ref(s, lang))]
+        result = self.run(Stage(
+            "eval-text", action, inputs=inputs, outputs=outputs + list(extra_outputs), options=options,
+            describe=describe or {},
+        ))
+        # A split this run does not have must not linger from an earlier run with other options.
+        for split in ("valid", "test"):
+            if split not in L.eval_splits:
+                for path in L.split_files(split):
+                    remove_path(path)
+        return result
 
     def run_shared_stages(self) -> None:
         """SentencePiece sample + training, encoding, length filter and binarization."""
@@ -184,9 +149,9 @@ class Pipeline:
 
         self.run(Stage(
             "spm-train", train, inputs=[L.spm_sample], outputs=[L.spm_model, L.spm_vocab, L.fairseq_dict],
-            options={
+            options={  # not the seed: SentencePiece training does not use it (sampling does)
                 "vocab_size": o.vocab_size, "model_type": o.model_type, "character_coverage": o.character_coverage,
-                "seed": o.seed, "threads": o.spm_threads, "normalization": "identity", "byte_fallback": True,
+                "threads": o.spm_threads, "normalization": "identity", "byte_fallback": True,
             },
         ))
 
@@ -252,11 +217,54 @@ class Pipeline:
         except ValueError:
             return str(path)
 
+    def output_entries(self) -> Dict[str, Dict[str, Any]]:
+        """Every output file with its size, sha256 and line (or sequence) count."""
+        L = self.layout
+        files: List[Path] = [L.spm_model, L.spm_vocab]
+        for split in L.splits:
+            files += list(L.split_files(split))
+        files += sorted(p for p in L.data_bin.iterdir() if p.is_file())
+        out: Dict[str, Dict[str, Any]] = {}
+        for p in files:
+            entry: Dict[str, Any] = {"bytes": p.stat().st_size, "sha256": self.cache.sha256(p)}
+            if p.parent.name in ("raw", "spm", "ref"):
+                entry["lines"] = count_lines(p)
+            elif p.suffix == ".idx":
+                entry["sequences"] = binarize.mmap_index_count(p)
+            out[self.rel(p)] = entry
+        return out
+
+    def input_entries(self) -> List[Dict[str, Any]]:
+        """The external inputs with size and sha256, checked to be the content the stages read."""
+        entries = []
+        for entry in self.inputs:
+            path = Path(entry["path"])
+            digest = self.cache.sha256(path)
+            label = self.runner.label(path)
+            for result in self.results:
+                used = result.inputs.get(label)
+                if used is not None and used != digest:
+                    raise DataPrepError(
+                        f"{path}: changed during the run (stage {result.name} read other content); run again"
+                    )
+            entries.append({"path": entry["path"], "bytes": path.stat().st_size, "sha256": digest,
+                            **{k: v for k, v in entry.items() if k != "path"}})
+        return entries
+
     def finish(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        manifest = report.build_manifest(self, extra or {})
+        """Check the outputs are what the stages wrote, then write manifest.json and print the summary."""
+        outputs = self.output_entries()
+        for result in self.results:
+            for label, digest in result.outputs.items():
+                entry = outputs.get(label)
+                if entry is not None and entry["sha256"] != digest:
+                    raise DataPrepError(f"{self.opts.out / label}: changed after stage {result.name} wrote it; run again")
+        record = report.RunRecord(
+            tool=self.tool, argv=self.argv, started=self.started, opts=self.opts, layout=self.layout,
+            results=self.results, inputs=self.input_entries(), outputs=outputs, extra=extra or {},
+        )
+        manifest = report.build_manifest(record)
         write_json_atomic(self.layout.manifest, manifest)
         self.cache.save()
         print(report.summary_table(manifest), file=sys.stderr)
         return manifest
-
-

@@ -1,23 +1,39 @@
-"""The run's record: manifest.json and the summary table printed at the end."""
+"""The run's record: manifest.json and the summary table printed at the end.
+
+Pure: :func:`build_manifest` turns a :class:`RunRecord` (assembled by ``Pipeline.finish``) into the
+manifest, and :func:`summary_table` a manifest into text; nothing here reads files.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import data_prep
-from data_prep import binarize
 from data_prep.clean import empty_drop_counts
-from data_prep.textio import count_lines
+from data_prep.layout import Layout, Options
+from data_prep.stages import StageResult
 
-if TYPE_CHECKING:
-    from data_prep.pipeline import Pipeline
+MANIFEST_FORMAT = 2
 
-MANIFEST_FORMAT = 1
+
+@dataclass
+class RunRecord:
+    """Everything a finished run reports: what ran, on what, with which options, and what it wrote."""
+
+    tool: str
+    argv: List[str]
+    started: str
+    opts: Options
+    layout: Layout
+    results: List[StageResult]
+    inputs: List[Dict[str, Any]]  # external input files: path, bytes, sha256, ...
+    outputs: Dict[str, Dict[str, Any]]  # output file (relative to OUT) -> bytes, sha256, lines/sequences
+    extra: Dict[str, Any]
 
 
 def versions() -> Dict[str, str]:
@@ -40,28 +56,10 @@ def versions() -> Dict[str, str]:
     }
 
 
-def output_entries(pipe: "Pipeline") -> Dict[str, Dict[str, Any]]:
-    """Every output file with its size, sha256 and line (or sequence) count."""
-    L = pipe.layout
-    files: List[Path] = [L.spm_model, L.spm_vocab]
-    for split in L.splits:
-        for lang in L.langs:
-            files += [L.raw(split, lang), L.pieces(split, lang)]
-    files += sorted(p for p in L.data_bin.iterdir() if p.is_file())
-    out: Dict[str, Dict[str, Any]] = {}
-    for p in files:
-        entry: Dict[str, Any] = {"bytes": p.stat().st_size, "sha256": pipe.cache.sha256(p)}
-        if p.parent.name in ("raw", "spm"):
-            entry["lines"] = count_lines(p)
-        elif p.suffix == ".idx":
-            entry["sequences"] = binarize.mmap_index_count(p)
-        out[pipe.rel(p)] = entry
-    return out
-
-def build_manifest(pipe: "Pipeline", extra: Dict[str, Any]) -> Dict[str, Any]:
+def build_manifest(run: RunRecord) -> Dict[str, Any]:
     """The manifest of a finished run (see docs/data_prep.md for the fields)."""
-    L = pipe.layout
-    stats = {r.name: r.stats for r in pipe.results}
+    L = run.layout
+    stats = {r.name: r.stats for r in run.results}
     text, filt, binz = stats.get("train-text", {}), stats.get("filter", {}), stats.get("binarize", {})
     dropped = empty_drop_counts()
     for part in (text.get("dropped", {}), filt.get("dropped", {})):
@@ -85,33 +83,34 @@ def build_manifest(pipe: "Pipeline", extra: Dict[str, Any]) -> Dict[str, Any]:
         }
     return {
         "format": MANIFEST_FORMAT,
-        "tool": pipe.tool,
-        "command": pipe.argv,
-        "started": pipe.started,
+        "tool": run.tool,
+        "command": run.argv,
+        "started": run.started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "languages": {"src": L.src, "tgt": L.tgt},
         "directions": [f"{L.src}-{L.tgt}", f"{L.tgt}-{L.src}"],
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(pipe.opts).items()},
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run.opts).items()},
         "versions": versions(),
-        **extra,
-        "inputs": pipe.inputs,
+        **run.extra,
+        "inputs": run.inputs,
         "line_counts": line_counts,
         "dropped": {"train": dropped},
         "normalised": {
             "train": text.get("normalised"),
             **{s: evals.get(s, {}).get("normalised") for s in L.eval_splits},
         },
+        "references": {s: {lang: f"ref/{s}.{lang}" for lang in L.langs} for s in L.eval_splits},
         "corpora": text.get("corpora", {}),
         "spm": {
             "model": "spm.model",
             "vocab": "spm.vocab",
             "vocab_size": stats.get("spm-train", {}).get("vocab_size"),
-            "model_type": pipe.opts.model_type,
-            "character_coverage": pipe.opts.character_coverage,
+            "model_type": run.opts.model_type,
+            "character_coverage": run.opts.character_coverage,
             "normalization": "identity",
             "byte_fallback": True,
             "sample_pairs": stats.get("spm-sample", {}).get("pairs"),
-            "training_threads": pipe.opts.spm_threads,
+            "training_threads": run.opts.spm_threads,
         },
         "fairseq": {
             "data_bin": "data-bin",
@@ -122,9 +121,9 @@ def build_manifest(pipe: "Pipeline", extra: Dict[str, Any]) -> Dict[str, Any]:
         "tokens": {"train": filt.get("tokens")},
         "stages": [
             {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "stats": r.stats}
-            for r in pipe.results
+            for r in run.results
         ],
-        "outputs": output_entries(pipe),
+        "outputs": run.outputs,
     }
 
 

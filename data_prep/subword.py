@@ -8,6 +8,7 @@ that a SentencePiece id and the fairseq dictionary index of the same piece are e
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import random
@@ -19,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import sentencepiece as spm
 from tqdm import tqdm
 
+from data_prep.children import die_with_parent
 from data_prep.errors import DataPrepError
 from data_prep.textio import count_lines
 
@@ -59,29 +61,41 @@ def train_model(
     threads: int,
     seed: int,
 ) -> None:
-    """Train the joint model; writes ``model_prefix.model`` and ``model_prefix.vocab``."""
+    """Train the joint model; writes ``model_prefix.model`` and ``model_prefix.vocab``.
+
+    The sentences are streamed in and the model comes back as bytes: trained from a file, the model
+    would record that file's path (and the prefix), so the same data in another output directory
+    would give another ``spm.model``.
+    """
+    model = io.BytesIO()
     try:
-        spm.SentencePieceTrainer.train(
-            input=str(sample),
-            model_prefix=str(model_prefix),
-            vocab_size=vocab_size,
-            model_type=model_type,
-            character_coverage=character_coverage,
-            normalization_rule_name="identity",
-            byte_fallback=True,
-            bos_id=0,
-            pad_id=1,
-            eos_id=2,
-            unk_id=3,
-            input_sentence_size=0,  # the sample is already the size we want
-            num_threads=max(1, threads),
-            minloglevel=1,
-        )
+        with open(sample, encoding="utf-8", newline="\n") as f:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=(line.rstrip("\n") for line in f),
+                model_writer=model,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=character_coverage,
+                normalization_rule_name="identity",
+                byte_fallback=True,
+                bos_id=0,
+                pad_id=1,
+                eos_id=2,
+                unk_id=3,
+                input_sentence_size=0,  # the sample is already the size we want
+                num_threads=max(1, threads),
+                minloglevel=1,
+            )
     except (RuntimeError, OSError) as exc:
         raise DataPrepError(
             f"SentencePiece training on {sample} failed: {exc} "
             "(if the vocabulary is too large for this corpus, lower --vocab-size)"
         ) from None
+    Path(f"{model_prefix}.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    with open(f"{model_prefix}.vocab", "w", encoding="utf-8", newline="\n") as f:
+        for i in range(sp.get_piece_size()):  # the format SentencePiece writes: piece TAB score
+            f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n")
 
 
 def write_fairseq_dict(spm_vocab: Path, out: Path) -> int:
@@ -105,14 +119,18 @@ def write_fairseq_dict(spm_vocab: Path, out: Path) -> int:
 # --- parallel encoding -------------------------------------------------------------------------
 
 _processor: Optional[spm.SentencePieceProcessor] = None
-_processor_path: Optional[str] = None
+_processor_key: Optional[tuple] = None
 
 
 def _load(model: str) -> spm.SentencePieceProcessor:
-    global _processor, _processor_path
-    if _processor is None or _processor_path != model:
+    """The model, loaded once per process; keyed by the file's signature, not its path, because a
+    re-run in the same process (a library caller, the tests) may have trained a new model there."""
+    global _processor, _processor_key
+    st = os.stat(model)
+    key = (model, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if _processor is None or _processor_key != key:
         _processor = spm.SentencePieceProcessor(model_file=model)
-        _processor_path = model
+        _processor_key = key
     return _processor
 
 
@@ -170,7 +188,8 @@ def encode_files(
     owners = []
     for j, (src, dst) in enumerate(jobs):
         for k, (start, end) in enumerate(chunk_bounds(src, chunk_bytes)):
-            part = dst.with_name(f".{dst.name}.part{k:05d}")
+            # next to dst and named after it, so that an interrupted run's parts are found and removed
+            part = dst.with_name(f"{dst.name}.part{k:05d}")
             tasks.append((str(model), str(src), start, end, str(part)))
             owners.append(j)
     totals = [0] * len(jobs)
@@ -187,7 +206,10 @@ def encode_files(
                 bar.update(tasks[i][3] - tasks[i][2])
         else:
             # spawn, not fork: the parent may hold threads (tqdm, torch) that fork would copy badly.
-            with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+            # Workers die with us (kill -9 included), so none is left writing a part file.
+            with mp.get_context("spawn").Pool(
+                min(workers, len(tasks)), initializer=die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 for i, n in enumerate(pool.imap(_encode_chunk, tasks)):
                     totals[owners[i]] += n
                     bar.update(tasks[i][3] - tasks[i][2])

@@ -22,7 +22,7 @@ from data_prep.download import download, verify_archive
 from data_prep.errors import DataPrepError
 from data_prep.clean import clean_train, write_eval_split
 from data_prep.cli import add_common_args, cli, options_from_args
-from data_prep.pipeline import Pipeline, output_lock
+from data_prep.pipeline import Pipeline, output_lock, reported_os_errors
 from data_prep.sgm import aligned_texts, parse_sgm
 from data_prep.stages import Stage, StageContext
 from data_prep.textio import InputFile, ParallelSource, read_members
@@ -202,7 +202,7 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
         raise DataPrepError(f"unknown --pair {pair!r}; choose from {', '.join(PAIRS)}")
     spec = PAIRS[pair]
     opts = options_from_args(args, spec.src, spec.tgt)
-    with output_lock(opts.out):
+    with reported_os_errors(), output_lock(opts.out):
         pipe = Pipeline(opts, "data_prep.wmt14", ["python", "-m", "data_prep.wmt14", *argv])
         L = pipe.layout
         download_dir = args.download_dir or opts.out / "downloads"
@@ -226,13 +226,19 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             )
 
         train_archives = list(dict.fromkeys(archives[c.archive] for c in spec.train))
-        pipe.train_text_stage(train_text, train_archives, {"corpora": [s.src.member for s in sources]})
+        pipe.train_text_stage(
+            train_text, train_archives, {"corpora": [s.src.member for s in sources]},
+            describe={"corpora": {s.name: {"files": [s.src.label, s.tgt.label]} for s in sources}},
+        )
 
         def eval_text(ctx: StageContext) -> dict:
             stats = {}
             for split, ev in (("valid", spec.valid), ("test", spec.test)):
                 pairs, labels = read_eval_set(archives[ev.archive], ev)
-                stats[split] = write_eval_split(pairs, ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt)), L.langs)
+                stats[split] = write_eval_split(
+                    pairs, (ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt))),
+                    (ctx.tmp(L.ref(split, L.src)), ctx.tmp(L.ref(split, L.tgt))), L.langs, " and ".join(labels),
+                )
                 stats[split]["files"] = labels
             total = sum(s["lines"] for s in stats.values())
             return {**stats, "lines_in": total, "lines_out": total}
@@ -240,6 +246,8 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
         pipe.eval_text_stage(
             eval_text, [archives[spec.valid.archive], archives[spec.test.archive]],
             {"valid": [spec.valid.src, spec.valid.ref], "test": [spec.test.src, spec.test.ref]},
+            describe={split: {"files": [f"{archives[ev.archive]}:{ev.src}", f"{archives[ev.archive]}:{ev.ref}"]}
+                      for split, ev in (("valid", spec.valid), ("test", spec.test))},
         )
         pipe.run_shared_stages()
         pipe.finish({

@@ -185,7 +185,10 @@ def resolve_data(args: argparse.Namespace) -> EvalData:
     if references is None:
         if args.data is None or tgt is None:
             raise ToolError("give --ref-raw (the untokenized reference text) or --data DIR")
-        references = args.data / "raw" / f"{args.split}.{tgt}"
+        # data_prep writes the references byte for byte as published under ref/ (raw/ is the normalised text the
+        # model saw); older outputs and the toy data have only raw/.
+        official = args.data / "ref" / f"{args.split}.{tgt}"
+        references = official if official.is_file() else args.data / "raw" / f"{args.split}.{tgt}"
     if not references.is_file():
         raise ToolError(f"reference file {references} does not exist")
     return EvalData(data_bin, spm_model, references, src, tgt, args.split)

@@ -81,6 +81,19 @@ def test_normalize_line_rules():
     assert text == "Saarland’s „Kinder“" and flags == 2
     text, flags = normalize_line("\ufeffbell\x07 here")
     assert text == "bell here" and flags == 4
+    # the ASCII fast path: double, leading and trailing spaces
+    assert [normalize_line(x) for x in ("a  b", " a", "a ", "a b")] == [("a b", 8), ("a", 8), ("a", 8), ("a b", 0)]
+    # rules combine
+    assert normalize_line("\x92x\x07 \r") == ("\u2019x", 1 | 2 | 4 | 8)
+    from data_prep.clean import NormalisationCounts
+
+    counts = NormalisationCounts()
+    for flags in (8, 8 | 1, 0):
+        counts.add("en", flags)
+    assert counts.as_dict(["en", "de"])["en"]["whitespace"] == 2 and counts.as_dict(["de"])["de"]["crlf"] == 0
+    # SentencePiece's space marker would decode as a space: it becomes one
+    assert normalize_line("a\u2581b \u2581 c") == ("a b c", 16 | 8)
+    assert normalize_line("a\u2581b", repair_controls=False) == ("a\u2581b", 0)
     # evaluation text: only CRLF and whitespace, like sacreBLEU
     assert normalize_line("x\x96 y  z\r", repair_controls=False) == ("x\x96 y z", 1 | 8)
 
@@ -92,6 +105,93 @@ def test_length_rules():
     assert length_drop_reason(10, 16, 250, 1.5) == "length_ratio"
     assert length_drop_reason(10, 15, 250, 1.5) is None
     assert length_drop_reason(10, 100, 0, 0) is None
+    # boundaries: exactly max_len and exactly the ratio pass, on either side
+    assert length_drop_reason(250, 250, 250, 0) is None and length_drop_reason(250, 251, 250, 0) == "too_long"
+    assert length_drop_reason(15, 10, 0, 1.5) is None and length_drop_reason(16, 10, 0, 1.5) == "length_ratio"
+    assert length_drop_reason(10, 11, 0, 1.0) == "length_ratio" and length_drop_reason(10, 10, 0, 1.0) is None
+    assert length_drop_reason(3, 0, 250, 1.5) == "empty"
+
+
+def test_length_filter_measures_both_sides(tmp_path):
+    from data_prep.clean import filter_lengths
+
+    text = [("a", "b"), ("long source", "b"), ("a", "long target"), ("ratio src", "x"), ("x", "ratio tgt")]
+    pieces = [("a", "b"), ("1 2 3 4 5 6", "1 2 3 4 5"), ("1 2 3 4 5", "1 2 3 4 5 6"), ("1 2 3 4", "1 2"), ("1 2", "1 2 3 4")]
+    files = []
+    for name, rows in (("t", text), ("p", pieces)):
+        for k, lang in enumerate(("s", "t")):
+            files.append(write(tmp_path / f"{name}.{lang}", "".join(r[k] + "\n" for r in rows).encode()))
+    outs = [tmp_path / f"o{i}" for i in range(4)]
+    stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 5, 1.5)
+    assert stats == {"lines_in": 5, "lines_out": 1, "dropped": {"empty": 0, "too_long": 2, "length_ratio": 2},
+                     "tokens": {"src": 1, "tgt": 1}}
+    assert lines(outs[0]) == ["a"] and lines(outs[1]) == ["b"] and lines(outs[2]) == ["a"] and lines(outs[3]) == ["b"]
+    # no limits: every pair kept, tokens counted per side
+    stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
+    assert stats["lines_out"] == 5 and stats["tokens"] == {"src": 18, "tgt": 18}
+    assert lines(outs[0]) == [t for t, _ in text] and lines(outs[3]) == [p for _, p in pieces]
+    # an empty line of pieces on either side is an empty pair
+    write(files[2], b"a b\n\n1\n1 2\n1 2 3\n")
+    write(files[3], b"b\n1\n\n1\n1 2 3 4\n")
+    stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
+    assert stats["dropped"]["empty"] == 2 and stats["lines_out"] == 3
+    assert stats["tokens"] == {"src": 7, "tgt": 6}
+    # nothing left is an error naming the options; a text/pieces length mismatch is an error
+    with pytest.raises(DataPrepError) as err:
+        filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 3, 1.1)
+    assert str(err.value) == ("the length filter dropped all 5 training pairs (empty 2, length_ratio 2, too_long 1); "
+                              "raise --max-len or --len-ratio (0 turns a rule off)")
+    empty = [write(tmp_path / f"e{i}", b"") for i in range(4)]
+    with pytest.raises(DataPrepError, match=rf"all 0 training pairs \({re.escape(str(empty[0]))} is empty\)"):
+        filter_lengths((empty[0], empty[1]), (empty[2], empty[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
+    write(files[2], b"a\n")
+    with pytest.raises(DataPrepError, match=r"t\.s and its SentencePiece encoding differ in length"):
+        filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
+
+
+def test_os_errors_become_one_line_naming_the_path():
+    from data_prep.stages import Stage, os_error
+
+    stage = Stage("s", lambda ctx: None, outputs=[Path("/o/a"), Path("/o/b")])
+    assert str(os_error(OSError(13, "Permission denied", "/x/y"), stage)) == "/x/y: Permission denied (stage s)"
+    assert str(os_error(OSError(28, "No space left on device"), stage)) == "/o/a, /o/b: No space left on device (stage s)"
+    assert str(os_error(OSError("odd"), Stage("t", lambda ctx: None))) == "t: odd (stage t)"
+
+
+def test_eval_split_is_normalised_like_train_and_keeps_sacrebleu_references(tmp_path):
+    from data_prep.clean import write_eval_split
+
+    pairs = [("\ufeffa\x00b\u2581c", "x\x96 y\r"), ("", " z ")]
+    out, ref = (tmp_path / "o.en", tmp_path / "o.de"), (tmp_path / "r.en", tmp_path / "r.de")
+    stats = write_eval_split(pairs, out, ref, ("en", "de"), "v.en and v.de")
+    assert lines(out[0]) == ["ab c", ""] and lines(out[1]) == ["x\u2013 y", "z"]
+    assert lines(ref[0]) == ["\ufeffa\x00b\u2581c", ""] and lines(ref[1]) == ["x\x96 y", "z"]
+    assert stats["lines"] == 2 and stats["empty_kept"] == 1
+    assert stats["normalised"]["en"]["control_removed"] == 1 and stats["normalised"]["en"]["sp_space"] == 1
+    assert stats["normalised"]["de"]["control_fixed"] == 1
+    with pytest.raises(DataPrepError, match=r"v\.en and v\.de: no sentences"):
+        write_eval_split([], out, ref, ("en", "de"), "v.en and v.de")
+
+
+def test_decode_does_not_load_the_pipeline():
+    code = "import sys, data_prep.decode; print(sorted(m for m in sys.modules if m.startswith('data_prep')))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    loaded = proc.stdout
+    assert proc.returncode == 0 and "data_prep.decode" in loaded, proc.stderr
+    for heavy in ("pipeline", "report", "stages", "binarize", "subword", "wmt14", "parallel"):
+        assert f"data_prep.{heavy}'" not in loaded
+
+
+def test_options_come_from_the_parser_by_name():
+    from data_prep.layout import Options
+
+    args = parallel.build_parser().parse_args(
+        ["--src", "en", "--tgt", "de", "--train", "t", "--valid", "v", "--out", "o", "--max-len", "7", "--dedup",
+         "--no-progress"])
+    opts = Options.from_args(args, "en", "de")
+    assert opts.max_len == 7 and opts.dedup and not opts.progress and opts.out == Path("o")
+    assert opts.vocab_size == 8000 and opts.len_ratio == 1.5
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -109,8 +209,35 @@ def test_clean_train_counts_every_drop(tmp_path):
     assert stats["lines_in"] == 6 and stats["lines_out"] == 3
     assert stats["dropped"] == {"invalid_utf8": 1, "heldout": 0, "heldout_overlap": 0, "empty": 1, "duplicate": 1}
     assert stats["normalised"]["en"]["crlf"] == 1 and stats["normalised"]["en"]["whitespace"] == 1
+    # without --dedup repeats stay; without --drop-invalid-utf8 bad UTF-8 stops the run
+    ok = ParallelSource("c", InputFile(write(tmp_path / "k.en", b"same\nsame\n")), InputFile(tgt))
+    write(tgt, b"SAME\nSAME\n")
+    assert clean_train([ok], tmp_path / "q.en", tmp_path / "q.de")["lines_out"] == 2
+    write(tgt, b"A\nB\nSAME\nSAME\nok\nX Y\n")
     with pytest.raises(DataPrepError, match=r"c\.en: line 5: invalid UTF-8"):
         clean_train([source], tmp_path / "p.en", tmp_path / "p.de")
+
+
+def test_clean_train_heldout_overlap_and_per_corpus_counts(tmp_path):
+    from data_prep.clean import HeldOut
+
+    c1 = ParallelSource("c1", InputFile(write(tmp_path / "c1.en", b"one\nheld\nheld src\ny\none\nbad\xff\n")),
+                        InputFile(write(tmp_path / "c1.de", b"eins\ngehalten\nx\nheld tgt\neins\nz\n")))
+    c2 = ParallelSource("c2", InputFile(write(tmp_path / "c2.en", b"h2\none\n\xfe\n two\xc2\xa0 \n\n")),
+                        InputFile(write(tmp_path / "c2.de", b"h2de\neins\nq\nzwei\xc2\x92\nleer\n")))
+    heldout = HeldOut({1, 6}, {"held src"}, {"held tgt"})
+    stats = clean_train([c1, c2], tmp_path / "o.en", tmp_path / "o.de", dedup=True, drop_invalid_utf8=True,
+                        heldout=heldout, langs=("en", "de"))
+    assert lines(tmp_path / "o.en") == ["one", "two"] and lines(tmp_path / "o.de") == ["eins", "zwei\u2019"]
+    zero = {"crlf": 0, "control_fixed": 0, "control_removed": 0, "sp_space": 0, "whitespace": 0}
+    assert stats == {
+        "lines_in": 11,
+        "lines_out": 2,
+        "dropped": {"invalid_utf8": 2, "heldout": 2, "heldout_overlap": 2, "empty": 1, "duplicate": 2},
+        "normalised": {"en": {**zero, "whitespace": 1}, "de": {**zero, "control_fixed": 1}},
+        "corpora": {"c1": {"files": [str(tmp_path / "c1.en"), str(tmp_path / "c1.de")], "read": 6, "kept": 1},
+                    "c2": {"files": [str(tmp_path / "c2.en"), str(tmp_path / "c2.de")], "read": 5, "kept": 1}},
+    }
 
 
 def test_mismatched_line_counts_name_files_and_line(tmp_path):
@@ -197,6 +324,91 @@ def test_stage_runner_skips_redoes_and_never_leaves_half_outputs(tmp_path):
     assert not (tmp_path / ".out.txt.tmp").exists()
     assert not (tmp_path / "stamps" / "upper.json").exists()  # so the next run redoes it
     assert runner.run(stage(x=1)).status == "ran"
+
+
+def test_checksum_cache_fast_path_damage_and_directories(tmp_path, monkeypatch):
+    from data_prep import stages
+
+    f = write(tmp_path / "f", b"abc\n")
+    (tmp_path / "sums.json").write_text("[not a dict")
+    cache = ChecksumCache(tmp_path / "sums.json")  # a damaged cache only costs re-hashing
+    assert cache.sha256(f) == sha256(f)
+    cache.save()
+    assert json.loads((tmp_path / "sums.json").read_text())[str(f.resolve())][2] == sha256(f)
+    (tmp_path / "sums.json").write_text("[1, 2]")
+    assert ChecksumCache(tmp_path / "sums.json").sha256(f) == sha256(f)
+    # a settled file is not read again; a racy one (changed within RACY_NS of hashing) is
+    opened = []
+    real_open = open
+    monkeypatch.setattr(stages, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k), raising=False)
+    cache = ChecksumCache(tmp_path / "fresh.json")
+    cache.sha256(f)
+    cache.sha256(f)
+    assert len(opened) == 2  # just written: racy, read twice
+    monkeypatch.setattr(stages.time, "time_ns", lambda: f.stat().st_ctime_ns + stages.RACY_NS + 1)
+    cache.sha256(f)
+    monkeypatch.undo()
+    assert cache.sha256(f) == sha256(f) and len(opened) == 3  # settled now: the fast path
+    # a directory's digest covers its files' names and contents
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    write(d / "sub" / "x", b"1")
+    first = cache.sha256(d)
+    (d / "sub" / "x").rename(d / "sub" / "y")
+    second = cache.sha256(d)
+    write(d / "sub" / "y", b"2")
+    assert len({first, second, cache.sha256(d)}) == 3
+
+
+def test_stage_runner_redoes_a_stage_with_a_damaged_or_foreign_stamp(tmp_path):
+    runner = StageRunner(tmp_path, tmp_path / "stamps", ChecksumCache(tmp_path / "sums.json"), log=lambda m: None)
+    src = write(tmp_path / "in.txt", b"x\n")
+    out = tmp_path / "out.txt"
+
+    def copy(ctx):
+        ctx.tmp(out).write_bytes(src.read_bytes())
+        return {"n": 1}
+
+    stage = Stage("copy", copy, inputs=[src], outputs=[out], options={"b": Path("p"), "a": 1})
+    assert runner.run(stage).status == "ran"
+    stamp = tmp_path / "stamps" / "copy.json"
+    good = json.loads(stamp.read_text())
+    assert good["inputs"] == [{"path": "in.txt", "sha256": sha256(src)}]
+    assert good["outputs"] == {"out.txt": sha256(out)} and good["stats"] == {"n": 1}
+    assert list(good["options"].items()) == [("a", 1), ("b", "p")]  # JSON, sorted: a stable key
+    for damaged in ("{not json", json.dumps({**good, "format": 99})):
+        stamp.write_text(damaged)
+        assert runner.run(stage).status == "ran"
+    out.unlink()
+    assert runner.run(stage).status == "ran" and out.exists()
+    result = runner.run(stage)
+    assert (result.status, result.stats, result.inputs, result.outputs) == (
+        "skipped", {"n": 1}, {"in.txt": sha256(src)}, {"out.txt": sha256(out)})
+    assert StageRunner(tmp_path, tmp_path / "stamps", runner.cache, force=True, log=lambda m: None).run(stage).status == "ran"
+    src.unlink()
+    with pytest.raises(DataPrepError, match=r"stage copy: input .*in\.txt does not exist"):
+        runner.run(stage)
+
+
+def test_stage_description_is_laid_over_the_statistics():
+    from data_prep.stages import overlay
+
+    stats = {"valid": {"lines": 3, "files": ["old"]}, "n": 1}
+    assert overlay(stats, {"valid": {"files": ["new"]}, "test": {"files": ["t"]}, "n": 2}) == {
+        "valid": {"lines": 3, "files": ["new"]}, "test": {"files": ["t"]}, "n": 2}
+    assert stats == {"valid": {"lines": 3, "files": ["old"]}, "n": 1}  # not changed in place
+
+
+def test_leftovers_of_an_interrupted_stage_are_removed(tmp_path):
+    from data_prep.stages import remove_leftovers
+
+    final = tmp_path / "x.txt"
+    write(tmp_path / ".x.txt.tmp", b"half")
+    write(tmp_path / ".x.txt.tmp.part00003", b"part")
+    (tmp_path / ".x.txt.tmpdir").mkdir()
+    keep = write(tmp_path / ".y.txt.tmp", b"other stage")
+    remove_leftovers(final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [keep.name]
 
 
 # --- unit tests: SentencePiece encoding in parallel ------------------------------------------
@@ -322,6 +534,17 @@ def test_wmt14_manifest_counts_agree_with_files(wmt):
     assert train["after_train-text"] - train["after_filter"] == dropped["too_long"] + dropped["length_ratio"]
     assert train["after_filter"] == train["binarized"] == len(lines(out / "raw" / f"train.{src}"))
     assert counts["valid"]["binarized"] == 3000 and counts["test"]["binarized"] == 3003
+    # the counts docs/data_prep.md documents for WMT14-mini (vocabulary 1,000, sample 4,000)
+    documented = {
+        "en-de": {"read": 9000, "after_train-text": 9000, "after_filter": 8692, "empty": 0, "too_long": 4,
+                  "length_ratio": 304},
+        "en-fr": {"read": 18068, "after_train-text": 18049, "after_filter": 16892, "empty": 19, "too_long": 25,
+                  "length_ratio": 1132},
+    }[wmt["pair"]]
+    assert {k: train[k] for k in ("read", "after_train-text", "after_filter")} == {
+        k: documented[k] for k in ("read", "after_train-text", "after_filter")}
+    assert {k: dropped[k] for k in ("empty", "too_long", "length_ratio")} == {
+        k: documented[k] for k in ("empty", "too_long", "length_ratio")}
     # what was read matches the archives, corpus by corpus
     spec = wmt14.PAIRS[wmt["pair"]]
     for corpus in spec.train:
@@ -356,15 +579,21 @@ def test_wmt14_test_and_valid_are_the_complete_sgm_sets(wmt):
     test_src = sacrebleu_sgm_lines(member_bytes(MINI / "test-full.tgz", f"test-full/newstest2014-{x}en-src.en.sgm"))
     test_ref = sacrebleu_sgm_lines(member_bytes(MINI / "test-full.tgz", f"test-full/newstest2014-{x}en-ref.{x}.sgm"))
     assert len(test_src) == len(test_ref) == 3003
-    assert lines(out / "raw" / f"test.{src}") == test_src
-    assert lines(out / "raw" / f"test.{tgt}") == test_ref
+    assert lines(out / "ref" / f"test.{src}") == test_src
+    assert lines(out / "ref" / f"test.{tgt}") == test_ref
+    # the prepared text (what the model reads) is normalised like training text
+    assert lines(out / "raw" / f"test.{tgt}") == [normalize_line(t)[0] for t in test_ref]
     valid_ref = sacrebleu_sgm_lines(member_bytes(MINI / "dev.tgz", f"dev/newstest2013-ref.{x}.sgm"))
     assert len(lines(out / "raw" / f"valid.{src}")) == 3000
-    assert lines(out / "raw" / f"valid.{tgt}") == valid_ref
-    # and byte for byte the references sacreBLEU calls wmt14/full, where the shared copy exists
+    assert lines(out / "ref" / f"valid.{tgt}") == valid_ref
+    # ref/ is byte for byte the reference sacreBLEU calls wmt14/full, where the shared copy exists
     shared = DATA / "newstest" / f"newstest2014-{x}en.{x}"
     if shared.exists():
-        assert (out / "raw" / f"test.{tgt}").read_bytes() == shared.read_bytes()
+        assert (out / "ref" / f"test.{tgt}").read_bytes() == shared.read_bytes()
+    # newstest2014 fr has one line with cp1252 dashes (U+0096): the only line where raw/ and ref/ differ
+    differ = sum(a != b for a, b in zip(lines(out / "raw" / f"test.{tgt}"), test_ref))
+    assert differ == (1 if x == "fr" else 0)
+    assert wmt["manifest"]["normalised"]["test"][tgt]["control_fixed"] == differ
 
 
 def test_wmt14_binarized_data_loads_and_decodes_to_cleaned_text(wmt):
@@ -392,7 +621,7 @@ def test_wmt14_binarized_data_loads_and_decodes_to_cleaned_text(wmt):
 
 def test_wmt14_second_run_does_no_work(wmt, capsys):
     out = wmt["out"]
-    kept = [out / "spm.model", out / "spm.vocab"] + [p for d in ("raw", "spm", "data-bin") for p in (out / d).iterdir()]
+    kept = [out / "spm.model", out / "spm.vocab"] + [p for d in ("raw", "ref", "spm", "data-bin") for p in (out / d).iterdir()]
     before = {p: p.stat().st_mtime_ns for p in kept}
     argv = ["--pair", wmt["pair"], "--mirror", str(MINI), "--out", str(out), "--workers", wmt["workers"], *SMALL]
     assert wmt14.main(argv) == 0
