@@ -36,11 +36,19 @@ def run_preprocess(
     Returns, per split and language, the sentences, tokens and <unk> percentage fairseq reported.
     """
     cmd = [
-        "--source-lang", src, "--target-lang", tgt,
-        "--srcdict", str(dictionary), "--joined-dictionary",
-        "--destdir", str(destdir),
-        "--workers", str(max(1, workers)),
-        "--dataset-impl", "mmap",
+        "--source-lang",
+        src,
+        "--target-lang",
+        tgt,
+        "--srcdict",
+        str(dictionary),
+        "--joined-dictionary",
+        "--destdir",
+        str(destdir),
+        "--workers",
+        str(max(1, workers)),
+        "--dataset-impl",
+        "mmap",
     ]
     for split in ("train", "valid", "test"):
         if split in prefixes:
@@ -52,7 +60,9 @@ def run_preprocess(
         pid_file = log_path.with_suffix(".pid")
         proc = children.start_module("fairseq_cli.preprocess", cmd, pid_file, stdout=log, stderr=subprocess.STDOUT)
         # fairseq reports no progress of its own; at least show that time is passing.
-        with tqdm(desc="binarize", bar_format="{desc}: {elapsed} elapsed", disable=not progress, file=sys.stderr) as bar:
+        with tqdm(
+            desc="binarize", bar_format="{desc}: {elapsed} elapsed", disable=not progress, file=sys.stderr
+        ) as bar:
             try:
                 while proc.poll() is None:
                     try:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import re
 import sys
-from hashlib import blake2b
 from collections import Counter
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence, Set, Tuple
 
@@ -153,7 +153,9 @@ def empty_drop_counts() -> Dict[str, int]:
 
 
 def _bar(progress: bool, desc: str, total: Optional[int] = None, unit: str = "pairs") -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not progress, file=sys.stderr, mininterval=0.5)
+    return tqdm(
+        total=total, desc=desc, unit=unit, unit_scale=True, disable=not progress, file=sys.stderr, mininterval=0.5
+    )
 
 
 # --- the stage functions applying these rules ------------------------------------------------
@@ -191,9 +193,10 @@ def clean_train(
     index = -1
     kept = 0
     bar = _bar(progress, "clean train")
-    with open(out_src, "w", encoding="utf-8", newline="\n") as fs, open(
-        out_tgt, "w", encoding="utf-8", newline="\n"
-    ) as ft:
+    with (
+        open(out_src, "w", encoding="utf-8", newline="\n") as fs,
+        open(out_tgt, "w", encoding="utf-8", newline="\n") as ft,
+    ):
         for source in sources:
             read_here = kept_here = 0
             for _, a, b in iter_text_pairs(source, drop_invalid_utf8):

@@ -42,9 +42,7 @@ class _Counting(io.RawIOBase):
         return n or 0
 
 
-def verify_archive(
-    path: Path, expected: Iterable[str], label: Optional[str] = None, progress: bool = False
-) -> dict:
+def verify_archive(path: Path, expected: Iterable[str], label: Optional[str] = None, progress: bool = False) -> dict:
     """Read a tar(.gz) archive to its very end and check the members we need are there.
 
     For a .tgz the whole gzip stream is decompressed, which checks its CRC and length, so a
@@ -53,8 +51,15 @@ def verify_archive(
     """
     label = label or str(path)
     names: List[str] = []
-    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"check {path.name}",
-               disable=not progress, file=sys.stderr, mininterval=0.5)
+    bar = tqdm(
+        total=path.stat().st_size,
+        unit="B",
+        unit_scale=True,
+        desc=f"check {path.name}",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=0.5,
+    )
     try:
         with open(path, "rb") as f, bar:
             raw = io.BufferedReader(_Counting(f, bar), 1 << 20)
@@ -108,10 +113,19 @@ def download(
                     mode, have = "wb", 0
                 length = r.headers.get("Content-Length")
                 total = have + int(length) if length is not None else None
-                with open(part, mode) as f, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=dest.name,
-                    disable=not progress, file=sys.stderr, mininterval=0.5,
-                ) as bar:
+                with (
+                    open(part, mode) as f,
+                    tqdm(
+                        total=total,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        desc=dest.name,
+                        disable=not progress,
+                        file=sys.stderr,
+                        mininterval=0.5,
+                    ) as bar,
+                ):
                     for block in iter(lambda: r.read(1 << 20), b""):
                         f.write(block)
                         bar.update(len(block))

@@ -121,8 +121,11 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
                     pairs = heldout_pairs(train, chosen[split], opts.drop_invalid_utf8)
                     files = [f"held out from train ({len(chosen[split])} random pairs)"]
                 stats[split] = write_eval_split(
-                    pairs, (ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt))),
-                    (ctx.tmp(L.ref(split, L.src)), ctx.tmp(L.ref(split, L.tgt))), L.langs, " and ".join(files),
+                    pairs,
+                    (ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt))),
+                    (ctx.tmp(L.ref(split, L.src)), ctx.tmp(L.ref(split, L.tgt))),
+                    L.langs,
+                    " and ".join(files),
                 )
                 stats[split]["files"] = files
             if sizes:
@@ -131,10 +134,14 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             return {**stats, "lines_in": total, "lines_out": total}
 
         pipe.eval_text_stage(
-            eval_text, train_files + eval_files if sizes else eval_files,
+            eval_text,
+            train_files + eval_files if sizes else eval_files,
             # which pairs are held out depends on the seed and on which pairs count as readable
-            {"heldout_sizes": sizes, "seed": opts.seed if sizes else None,
-             "drop_invalid_utf8": opts.drop_invalid_utf8 if sizes else None},
+            {
+                "heldout_sizes": sizes,
+                "seed": opts.seed if sizes else None,
+                "drop_invalid_utf8": opts.drop_invalid_utf8 if sizes else None,
+            },
             extra_outputs=[heldout_file] if sizes else [],
             describe={split: {"files": [source.src.label, source.tgt.label]} for split, source in given.items()},
         )
@@ -149,18 +156,33 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
                     heldout_texts([L.raw(s, L.tgt) for s in sizes]),
                 )
             return clean_train(
-                train, ctx.tmp(L.clean(L.src)), ctx.tmp(L.clean(L.tgt)), dedup=opts.dedup,
-                drop_invalid_utf8=opts.drop_invalid_utf8, heldout=heldout, progress=opts.progress, langs=L.langs,
+                train,
+                ctx.tmp(L.clean(L.src)),
+                ctx.tmp(L.clean(L.tgt)),
+                dedup=opts.dedup,
+                drop_invalid_utf8=opts.drop_invalid_utf8,
+                heldout=heldout,
+                progress=opts.progress,
+                langs=L.langs,
             )
 
         held_inputs = [heldout_file] + [L.raw(s, lang) for s in sizes for lang in L.langs] if sizes else []
         pipe.train_text_stage(
-            train_text, train_files + held_inputs, {"train": [s.name for s in train]},
+            train_text,
+            train_files + held_inputs,
+            {"train": [s.name for s in train]},
             describe={"corpora": {s.name: {"files": [s.src.label, s.tgt.label]} for s in train}},
         )
         pipe.run_shared_stages()
-        pipe.finish({"corpus": {"train": list(args.train), **{s: getattr(args, s) for s in given},
-                                **{f"{s}_size": n for s, n in sizes.items()}}})
+        pipe.finish(
+            {
+                "corpus": {
+                    "train": list(args.train),
+                    **{s: getattr(args, s) for s in given},
+                    **{f"{s}_size": n for s, n in sizes.items()},
+                }
+            }
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,14 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--src", required=True, help="source language suffix, e.g. en")
     parser.add_argument("--tgt", required=True, help="target language suffix, e.g. de")
-    parser.add_argument("--train", action="append", required=True, metavar="PREFIX",
-                        help="training corpus PREFIX (reads PREFIX.SRC and PREFIX.TGT, optionally .gz); repeatable")
+    parser.add_argument(
+        "--train",
+        action="append",
+        required=True,
+        metavar="PREFIX",
+        help="training corpus PREFIX (reads PREFIX.SRC and PREFIX.TGT, optionally .gz); repeatable",
+    )
     parser.add_argument("--valid", metavar="PREFIX", help="validation corpus prefix")
     parser.add_argument("--test", metavar="PREFIX", help="test corpus prefix")
-    parser.add_argument("--valid-size", type=int, default=0, metavar="N",
-                        help="instead of --valid: hold out N random training pairs")
-    parser.add_argument("--test-size", type=int, default=0, metavar="N",
-                        help="instead of --test: hold out N random training pairs")
+    parser.add_argument(
+        "--valid-size", type=int, default=0, metavar="N", help="instead of --valid: hold out N random training pairs"
+    )
+    parser.add_argument(
+        "--test-size", type=int, default=0, metavar="N", help="instead of --test: hold out N random training pairs"
+    )
     add_common_args(parser, vocab_size=8000, spm_sample=1_000_000)
     return parser
 

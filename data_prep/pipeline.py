@@ -26,7 +26,15 @@ from data_prep import binarize, children, report, subword
 from data_prep.clean import filter_lengths
 from data_prep.errors import DataPrepError
 from data_prep.layout import Layout, Options
-from data_prep.stages import ChecksumCache, Stage, StageContext, StageResult, StageRunner, remove_path, write_json_atomic
+from data_prep.stages import (
+    ChecksumCache,
+    Stage,
+    StageContext,
+    StageResult,
+    StageRunner,
+    remove_path,
+    write_json_atomic,
+)
 from data_prep.textio import count_lines
 from fairseq_resmlp_tools import _fs
 
@@ -34,7 +42,13 @@ __all__ = ["Layout", "Options", "Pipeline", "output_lock", "reported_os_errors"]
 
 # Bump when a stage's code changes what it writes, so that old stamps stop matching.
 STAGE_VERSIONS = {
-    "train-text": 2, "eval-text": 2, "spm-sample": 1, "spm-train": 1, "encode": 1, "filter": 1, "binarize": 1,
+    "train-text": 2,
+    "eval-text": 2,
+    "spm-sample": 1,
+    "spm-train": 1,
+    "encode": 1,
+    "filter": 1,
+    "binarize": 1,
 }
 
 
@@ -93,29 +107,45 @@ class Pipeline:
     # The front end supplies these two stages' actions; the helpers above do the work.
 
     def train_text_stage(
-        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any],
+        self,
+        action: Callable[[StageContext], Dict[str, Any]],
+        inputs: Sequence[Path],
+        options: Dict[str, Any],
         describe: Optional[Dict[str, Any]] = None,
     ) -> StageResult:
         """``describe``: statistics naming this run's input files (see :class:`Stage`)."""
         L = self.layout
         return self.run(
             Stage(
-                "train-text", action, inputs=inputs, outputs=[L.clean(L.src), L.clean(L.tgt)],
+                "train-text",
+                action,
+                inputs=inputs,
+                outputs=[L.clean(L.src), L.clean(L.tgt)],
                 options={"dedup": self.opts.dedup, "drop_invalid_utf8": self.opts.drop_invalid_utf8, **options},
                 describe=describe or {},
             )
         )
 
     def eval_text_stage(
-        self, action: Callable[[StageContext], Dict[str, Any]], inputs: Sequence[Path], options: Dict[str, Any],
-        extra_outputs: Sequence[Path] = (), describe: Optional[Dict[str, Any]] = None,
+        self,
+        action: Callable[[StageContext], Dict[str, Any]],
+        inputs: Sequence[Path],
+        options: Dict[str, Any],
+        extra_outputs: Sequence[Path] = (),
+        describe: Optional[Dict[str, Any]] = None,
     ) -> StageResult:
         L = self.layout
         outputs = [p for s in L.eval_splits for lang in L.langs for p in (L.raw(s, lang), L.ref(s, lang))]
-        result = self.run(Stage(
-            "eval-text", action, inputs=inputs, outputs=outputs + list(extra_outputs), options=options,
-            describe=describe or {},
-        ))
+        result = self.run(
+            Stage(
+                "eval-text",
+                action,
+                inputs=inputs,
+                outputs=outputs + list(extra_outputs),
+                options=options,
+                describe=describe or {},
+            )
+        )
         # A split this run does not have must not linger from an earlier run with other options.
         for split in ("valid", "test"):
             if split not in L.eval_splits:
@@ -132,10 +162,15 @@ class Pipeline:
             n = subword.sample_pairs(L.clean(L.src), L.clean(L.tgt), ctx.tmp(L.spm_sample), o.spm_sample, o.seed)
             return {"pairs": n, "sentences": 2 * n}
 
-        self.run(Stage(
-            "spm-sample", sample, inputs=[L.clean(lang) for lang in langs], outputs=[L.spm_sample],
-            options={"spm_sample": o.spm_sample, "seed": o.seed},
-        ))
+        self.run(
+            Stage(
+                "spm-sample",
+                sample,
+                inputs=[L.clean(lang) for lang in langs],
+                outputs=[L.spm_sample],
+                options={"spm_sample": o.spm_sample, "seed": o.seed},
+            )
+        )
 
         def train(ctx: StageContext) -> Dict[str, Any]:
             prefix = L.work / ".spm-training"
@@ -147,13 +182,22 @@ class Pipeline:
             size = subword.write_fairseq_dict(ctx.tmp(L.spm_vocab), ctx.tmp(L.fairseq_dict))
             return {"vocab_size": size, "sentences": count_lines(L.spm_sample)}
 
-        self.run(Stage(
-            "spm-train", train, inputs=[L.spm_sample], outputs=[L.spm_model, L.spm_vocab, L.fairseq_dict],
-            options={  # not the seed: SentencePiece training does not use it (sampling does)
-                "vocab_size": o.vocab_size, "model_type": o.model_type, "character_coverage": o.character_coverage,
-                "threads": o.spm_threads, "normalization": "identity", "byte_fallback": True,
-            },
-        ))
+        self.run(
+            Stage(
+                "spm-train",
+                train,
+                inputs=[L.spm_sample],
+                outputs=[L.spm_model, L.spm_vocab, L.fairseq_dict],
+                options={  # not the seed: SentencePiece training does not use it (sampling does)
+                    "vocab_size": o.vocab_size,
+                    "model_type": o.model_type,
+                    "character_coverage": o.character_coverage,
+                    "threads": o.spm_threads,
+                    "normalization": "identity",
+                    "byte_fallback": True,
+                },
+            )
+        )
 
         jobs = [(L.clean(lang), L.clean_pieces(lang)) for lang in langs]
         jobs += [(L.raw(s, lang), L.pieces(s, lang)) for s in L.eval_splits for lang in langs]
@@ -168,47 +212,72 @@ class Pipeline:
                     raise DataPrepError(f"encoding {src} gave {n} lines instead of {expected}")
             return {"lines": {self.rel(src): n for (src, _), n in zip(jobs, counts)}, "sentences": sum(counts)}
 
-        self.run(Stage(
-            "encode", encode, inputs=[L.spm_model] + [src for src, _ in jobs], outputs=[dst for _, dst in jobs],
-        ))
+        self.run(
+            Stage(
+                "encode",
+                encode,
+                inputs=[L.spm_model] + [src for src, _ in jobs],
+                outputs=[dst for _, dst in jobs],
+            )
+        )
 
         train_text = (L.raw("train", L.src), L.raw("train", L.tgt))
         train_pieces = (L.pieces("train", L.src), L.pieces("train", L.tgt))
 
         def filt(ctx: StageContext) -> Dict[str, Any]:
             return filter_lengths(
-                (L.clean(L.src), L.clean(L.tgt)), (L.clean_pieces(L.src), L.clean_pieces(L.tgt)),
-                tuple(ctx.tmp(p) for p in train_text), tuple(ctx.tmp(p) for p in train_pieces),  # type: ignore[arg-type]
-                o.max_len, o.len_ratio, o.progress,
+                (L.clean(L.src), L.clean(L.tgt)),
+                (L.clean_pieces(L.src), L.clean_pieces(L.tgt)),
+                tuple(ctx.tmp(p) for p in train_text),
+                tuple(ctx.tmp(p) for p in train_pieces),  # type: ignore[arg-type]
+                o.max_len,
+                o.len_ratio,
+                o.progress,
             )
 
-        self.run(Stage(
-            "filter", filt,
-            inputs=[L.clean(L.src), L.clean(L.tgt), L.clean_pieces(L.src), L.clean_pieces(L.tgt)],
-            outputs=[*train_text, *train_pieces], options={"max_len": o.max_len, "len_ratio": o.len_ratio},
-        ))
+        self.run(
+            Stage(
+                "filter",
+                filt,
+                inputs=[L.clean(L.src), L.clean(L.tgt), L.clean_pieces(L.src), L.clean_pieces(L.tgt)],
+                outputs=[*train_text, *train_pieces],
+                options={"max_len": o.max_len, "len_ratio": o.len_ratio},
+            )
+        )
 
         def binarize_action(ctx: StageContext) -> Dict[str, Any]:
             dest = ctx.tmp(L.data_bin)
             self.log(f"[binarize] fairseq-preprocess with {o.workers} worker(s), log in {L.binarize_log}")
             reported = binarize.run_preprocess(
-                L.src, L.tgt, {s: L.out / "spm" / s for s in L.splits}, L.fairseq_dict, dest, o.workers,
-                L.binarize_log, o.progress,
+                L.src,
+                L.tgt,
+                {s: L.out / "spm" / s for s in L.splits},
+                L.fairseq_dict,
+                dest,
+                o.workers,
+                L.binarize_log,
+                o.progress,
             )
             counts = {}
             for split in L.splits:
-                n = {lang: binarize.mmap_index_count(Path(f"{dest / L.bin_prefix(split).name}.{lang}.idx")) for lang in langs}
+                n = {
+                    lang: binarize.mmap_index_count(Path(f"{dest / L.bin_prefix(split).name}.{lang}.idx"))
+                    for lang in langs
+                }
                 expected = count_lines(L.pieces(split, L.src))
                 if set(n.values()) != {expected}:
                     raise DataPrepError(f"data-bin {split} has {n} sequences, expected {expected}")
                 counts[split] = expected
             return {"sequences": counts, "fairseq": reported, "lines_out": counts["train"], "lines_in": counts["train"]}
 
-        self.run(Stage(
-            "binarize", binarize_action,
-            inputs=[L.fairseq_dict] + [L.pieces(s, lang) for s in L.splits for lang in langs],
-            outputs=[L.data_bin],
-        ))
+        self.run(
+            Stage(
+                "binarize",
+                binarize_action,
+                inputs=[L.fairseq_dict] + [L.pieces(s, lang) for s in L.splits for lang in langs],
+                outputs=[L.data_bin],
+            )
+        )
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the output directory where it is inside it."""
@@ -247,8 +316,14 @@ class Pipeline:
                     raise DataPrepError(
                         f"{path}: changed during the run (stage {result.name} read other content); run again"
                     )
-            entries.append({"path": entry["path"], "bytes": path.stat().st_size, "sha256": digest,
-                            **{k: v for k, v in entry.items() if k != "path"}})
+            entries.append(
+                {
+                    "path": entry["path"],
+                    "bytes": path.stat().st_size,
+                    "sha256": digest,
+                    **{k: v for k, v in entry.items() if k != "path"},
+                }
+            )
         return entries
 
     def finish(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -258,10 +333,19 @@ class Pipeline:
             for label, digest in result.outputs.items():
                 entry = outputs.get(label)
                 if entry is not None and entry["sha256"] != digest:
-                    raise DataPrepError(f"{self.opts.out / label}: changed after stage {result.name} wrote it; run again")
+                    raise DataPrepError(
+                        f"{self.opts.out / label}: changed after stage {result.name} wrote it; run again"
+                    )
         record = report.RunRecord(
-            tool=self.tool, argv=self.argv, started=self.started, opts=self.opts, layout=self.layout,
-            results=self.results, inputs=self.input_entries(), outputs=outputs, extra=extra or {},
+            tool=self.tool,
+            argv=self.argv,
+            started=self.started,
+            opts=self.opts,
+            layout=self.layout,
+            results=self.results,
+            inputs=self.input_entries(),
+            outputs=outputs,
+            extra=extra or {},
         )
         manifest = report.build_manifest(record)
         write_json_atomic(self.layout.manifest, manifest)

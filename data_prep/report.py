@@ -120,8 +120,7 @@ def build_manifest(run: RunRecord) -> Dict[str, Any]:
         },
         "tokens": {"train": filt.get("tokens")},
         "stages": [
-            {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "stats": r.stats}
-            for r in run.results
+            {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "stats": r.stats} for r in run.results
         ],
         "outputs": run.outputs,
     }
@@ -138,9 +137,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: st
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = []
     for k, row in enumerate(cells):
-        lines.append(
-            "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)).rstrip()
-        )
+        lines.append("  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -103,9 +103,7 @@ def parse_sgm(data: bytes, label: str) -> List[Segment]:
     return segments
 
 
-def aligned_texts(
-    src: Sequence[Segment], ref: Sequence[Segment], src_label: str, ref_label: str
-) -> List[tuple]:
+def aligned_texts(src: Sequence[Segment], ref: Sequence[Segment], src_label: str, ref_label: str) -> List[tuple]:
     """Pair the segments of a source and a reference file, checking they have the same ids."""
     if len(src) != len(ref):
         raise DataPrepError(

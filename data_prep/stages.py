@@ -80,7 +80,9 @@ class ChecksumCache:
             sig = file_signature(path)
             cached = self._data.get(key)
             if (
-                isinstance(cached, list) and len(cached) == 3 and cached[0] == sig
+                isinstance(cached, list)
+                and len(cached) == 3
+                and cached[0] == sig
                 and max(sig[1], sig[2]) < cached[1] - RACY_NS
             ):
                 return cached[2]
@@ -203,8 +205,12 @@ class StageRunner:
         if stamp is not None:
             self.log(f"[{stage.name}] up to date, skipped")
             return StageResult(
-                stage.name, "skipped", 0.0, overlay(stamp.get("stats", {}), stage.describe),
-                {i["path"]: i["sha256"] for i in stamp["inputs"]}, stamp["outputs"],
+                stage.name,
+                "skipped",
+                0.0,
+                overlay(stamp.get("stats", {}), stage.describe),
+                {i["path"]: i["sha256"] for i in stamp["inputs"]},
+                stamp["outputs"],
             )
         self.stamp_path(stage.name).unlink(missing_ok=True)
         for out in stage.outputs:
@@ -244,9 +250,7 @@ class StageRunner:
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "seconds": round(seconds, 3),
                     "options": json.loads(json.dumps(dict(stage.options), sort_keys=True, default=str)),
-                    "inputs": [
-                        {"path": self.label(p), "sha256": d} for p, d in zip(stage.inputs, inputs)
-                    ],
+                    "inputs": [{"path": self.label(p), "sha256": d} for p, d in zip(stage.inputs, inputs)],
                     "outputs": outputs,
                     "stats": stats,
                 },
@@ -256,7 +260,12 @@ class StageRunner:
             raise os_error(exc, stage) from None
         self.log(f"[{stage.name}] done in {seconds:.1f}s")
         return StageResult(
-            stage.name, "ran", seconds, overlay(stats, stage.describe), {self.label(p): d for p, d in zip(stage.inputs, inputs)}, outputs
+            stage.name,
+            "ran",
+            seconds,
+            overlay(stats, stage.describe),
+            {self.label(p): d for p, d in zip(stage.inputs, inputs)},
+            outputs,
         )
 
 

@@ -41,9 +41,11 @@ def sample_pairs(src: Path, tgt: Path, out: Path, n: int, seed: int) -> int:
     else:
         chosen = set(random.Random(seed).sample(range(total), n))
     written = 0
-    with open(src, encoding="utf-8", newline="\n") as fs, open(
-        tgt, encoding="utf-8", newline="\n"
-    ) as ft, open(out, "w", encoding="utf-8", newline="\n") as fo:
+    with (
+        open(src, encoding="utf-8", newline="\n") as fs,
+        open(tgt, encoding="utf-8", newline="\n") as ft,
+        open(out, "w", encoding="utf-8", newline="\n") as fo,
+    ):
         for i, (a, b) in enumerate(zip(fs, ft)):
             if chosen is None or i in chosen:
                 fo.write(a)
@@ -195,8 +197,13 @@ def encode_files(
     totals = [0] * len(jobs)
     total_bytes = sum(src.stat().st_size for src, _ in jobs)
     bar = tqdm(
-        total=total_bytes, unit="B", unit_scale=True, desc="encode", disable=not progress,
-        file=sys.stderr, mininterval=0.5,
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc="encode",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=0.5,
     )
     try:
         if workers <= 1 or len(tasks) == 1:

@@ -57,8 +57,7 @@ def member_name(name: str) -> str:
 def damaged(label: str, exc: BaseException) -> DataPrepError:
     """The error for a file that cannot be read to the end (truncated download, bad gzip, ...)."""
     return DataPrepError(
-        f"{label}: cannot be read ({type(exc).__name__}: {exc}); the file is truncated or corrupt "
-        "-- download it again"
+        f"{label}: cannot be read ({type(exc).__name__}: {exc}); the file is truncated or corrupt -- download it again"
     )
 
 
@@ -82,9 +81,7 @@ def open_binary(inp: InputFile) -> Iterator[BinaryIO]:
                 raise DataPrepError(f"{inp.label}: is not a regular file in the archive")
             yield gzip.GzipFile(fileobj=member) if inp.gz else member  # type: ignore[misc]
             return
-    raise DataPrepError(
-        f"{inp.path}: has no member {inp.member!r}; the archive does not have the expected layout"
-    )
+    raise DataPrepError(f"{inp.path}: has no member {inp.member!r}; the archive does not have the expected layout")
 
 
 def iter_raw_lines(inp: InputFile) -> Iterator[bytes]:
@@ -113,9 +110,7 @@ def decode_line(raw: bytes, label: str, lineno: int) -> str:
 def iter_raw_pairs(source: ParallelSource) -> Iterator[Tuple[int, bytes, bytes]]:
     """Yield ``(line number, src bytes, tgt bytes)``; fail if the two sides differ in length."""
     lineno = 0
-    for lineno, (a, b) in enumerate(
-        zip_longest(iter_raw_lines(source.src), iter_raw_lines(source.tgt)), start=1
-    ):
+    for lineno, (a, b) in enumerate(zip_longest(iter_raw_lines(source.src), iter_raw_lines(source.tgt)), start=1):
         if a is None or b is None:
             longer, shorter = (source.tgt, source.src) if a is None else (source.src, source.tgt)
             n_short = lineno - 1
@@ -143,9 +138,7 @@ def iter_text_pairs(
                 tgt = None
             yield lineno, src, tgt
         else:
-            yield lineno, decode_line(a, source.src.label, lineno), decode_line(
-                b, source.tgt.label, lineno
-            )
+            yield lineno, decode_line(a, source.src.label, lineno), decode_line(b, source.tgt.label, lineno)
 
 
 def count_lines(inp: "InputFile | Path") -> int:
@@ -204,7 +197,6 @@ def read_members(archive: Path, names: Sequence[str]) -> dict:
     missing = [n for n in names if n not in found]
     if missing:
         raise DataPrepError(
-            f"{archive}: has no member {', '.join(map(repr, missing))}; "
-            "the archive does not have the expected layout"
+            f"{archive}: has no member {', '.join(map(repr, missing))}; the archive does not have the expected layout"
         )
     return found

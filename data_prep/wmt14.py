@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from data_prep.download import download, verify_archive
-from data_prep.errors import DataPrepError
 from data_prep.clean import clean_train, write_eval_split
 from data_prep.cli import add_common_args, cli, options_from_args
+from data_prep.download import download, verify_archive
+from data_prep.errors import DataPrepError
 from data_prep.pipeline import Pipeline, output_lock, reported_os_errors
 from data_prep.sgm import aligned_texts, parse_sgm
 from data_prep.stages import Stage, StageContext
@@ -38,8 +38,12 @@ class Archive:
 
 
 ARCHIVES: Dict[str, Archive] = {
-    "europarl": Archive("training-parallel-europarl-v7.tgz", "http://statmt.org/wmt13/training-parallel-europarl-v7.tgz"),
-    "commoncrawl": Archive("training-parallel-commoncrawl.tgz", "http://statmt.org/wmt13/training-parallel-commoncrawl.tgz"),
+    "europarl": Archive(
+        "training-parallel-europarl-v7.tgz", "http://statmt.org/wmt13/training-parallel-europarl-v7.tgz"
+    ),
+    "commoncrawl": Archive(
+        "training-parallel-commoncrawl.tgz", "http://statmt.org/wmt13/training-parallel-commoncrawl.tgz"
+    ),
     "nc-v9": Archive("training-parallel-nc-v9.tgz", "http://statmt.org/wmt14/training-parallel-nc-v9.tgz"),
     "un": Archive("training-parallel-un.tgz", "http://statmt.org/wmt13/training-parallel-un.tgz"),
     "giga-fren": Archive("training-giga-fren.tar", "http://statmt.org/wmt10/training-giga-fren.tar"),
@@ -176,7 +180,9 @@ def verify_archives(
 def train_sources(spec: PairSpec, archives: Dict[str, Path]) -> List[ParallelSource]:
     """The training corpora of a pair, as members of the archives."""
     return [
-        ParallelSource(c.name, InputFile(archives[c.archive], c.file(spec.src)), InputFile(archives[c.archive], c.file(spec.tgt)))
+        ParallelSource(
+            c.name, InputFile(archives[c.archive], c.file(spec.src)), InputFile(archives[c.archive], c.file(spec.tgt))
+        )
         for c in spec.train
     ]
 
@@ -211,23 +217,33 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             pipe.add_input(path, archive=ARCHIVES[key].name, url=ARCHIVES[key].url)
 
         ours = None if args.mirror else download_dir
-        pipe.run(Stage(
-            "verify-archives", lambda ctx: verify_archives(spec, archives, ours, opts.progress),
-            inputs=list(archives.values()),
-            options={"pair": pair, "members": {ARCHIVES[k].name: spec.members(k) for k in archives}},
-        ))
+        pipe.run(
+            Stage(
+                "verify-archives",
+                lambda ctx: verify_archives(spec, archives, ours, opts.progress),
+                inputs=list(archives.values()),
+                options={"pair": pair, "members": {ARCHIVES[k].name: spec.members(k) for k in archives}},
+            )
+        )
 
         sources = train_sources(spec, archives)
 
         def train_text(ctx: StageContext) -> dict:
             return clean_train(
-                sources, ctx.tmp(L.clean(L.src)), ctx.tmp(L.clean(L.tgt)), dedup=opts.dedup,
-                drop_invalid_utf8=opts.drop_invalid_utf8, progress=opts.progress, langs=L.langs,
+                sources,
+                ctx.tmp(L.clean(L.src)),
+                ctx.tmp(L.clean(L.tgt)),
+                dedup=opts.dedup,
+                drop_invalid_utf8=opts.drop_invalid_utf8,
+                progress=opts.progress,
+                langs=L.langs,
             )
 
         train_archives = list(dict.fromkeys(archives[c.archive] for c in spec.train))
         pipe.train_text_stage(
-            train_text, train_archives, {"corpora": [s.src.member for s in sources]},
+            train_text,
+            train_archives,
+            {"corpora": [s.src.member for s in sources]},
             describe={"corpora": {s.name: {"files": [s.src.label, s.tgt.label]} for s in sources}},
         )
 
@@ -236,29 +252,37 @@ def prepare(args: argparse.Namespace, argv: Sequence[str]) -> None:
             for split, ev in (("valid", spec.valid), ("test", spec.test)):
                 pairs, labels = read_eval_set(archives[ev.archive], ev)
                 stats[split] = write_eval_split(
-                    pairs, (ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt))),
-                    (ctx.tmp(L.ref(split, L.src)), ctx.tmp(L.ref(split, L.tgt))), L.langs, " and ".join(labels),
+                    pairs,
+                    (ctx.tmp(L.raw(split, L.src)), ctx.tmp(L.raw(split, L.tgt))),
+                    (ctx.tmp(L.ref(split, L.src)), ctx.tmp(L.ref(split, L.tgt))),
+                    L.langs,
+                    " and ".join(labels),
                 )
                 stats[split]["files"] = labels
             total = sum(s["lines"] for s in stats.values())
             return {**stats, "lines_in": total, "lines_out": total}
 
         pipe.eval_text_stage(
-            eval_text, [archives[spec.valid.archive], archives[spec.test.archive]],
+            eval_text,
+            [archives[spec.valid.archive], archives[spec.test.archive]],
             {"valid": [spec.valid.src, spec.valid.ref], "test": [spec.test.src, spec.test.ref]},
-            describe={split: {"files": [f"{archives[ev.archive]}:{ev.src}", f"{archives[ev.archive]}:{ev.ref}"]}
-                      for split, ev in (("valid", spec.valid), ("test", spec.test))},
+            describe={
+                split: {"files": [f"{archives[ev.archive]}:{ev.src}", f"{archives[ev.archive]}:{ev.ref}"]}
+                for split, ev in (("valid", spec.valid), ("test", spec.test))
+            },
         )
         pipe.run_shared_stages()
-        pipe.finish({
-            "pair": pair,
-            "setup": {
-                "train": [c.name for c in spec.train],
-                "valid": f"newstest2013 ({spec.valid.src}, {spec.valid.ref})",
-                "test": f"newstest2014 full ({spec.test.src}, {spec.test.ref})",
-                "source": f"mirror {args.mirror}" if args.mirror else f"downloaded to {download_dir}",
-            },
-        })
+        pipe.finish(
+            {
+                "pair": pair,
+                "setup": {
+                    "train": [c.name for c in spec.train],
+                    "valid": f"newstest2013 ({spec.valid.src}, {spec.valid.ref})",
+                    "test": f"newstest2014 full ({spec.test.src}, {spec.test.ref})",
+                    "source": f"mirror {args.mirror}" if args.mirror else f"downloaded to {download_dir}",
+                },
+            }
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prepare WMT14 En-De or En-Fr (paper setup) as fairseq data-bin with a joint SentencePiece vocabulary.",
     )
     parser.add_argument("--pair", required=True, help="en-de or en-fr (the output serves both directions)")
-    parser.add_argument("--mirror", type=Path, help="read the WMT14 archives from this directory instead of downloading")
+    parser.add_argument(
+        "--mirror", type=Path, help="read the WMT14 archives from this directory instead of downloading"
+    )
     parser.add_argument("--download-dir", type=Path, help="where downloads go (default OUT/downloads)")
     add_common_args(parser, vocab_size=32000, spm_sample=1_000_000)
     return parser

@@ -40,8 +40,16 @@ def fairseq_checkpoint_globals() -> list:
 
     value_nodes = [
         getattr(nodes, name)
-        for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode", "BytesNode",
-                     "PathNode")
+        for name in (
+            "AnyNode",
+            "StringNode",
+            "IntegerNode",
+            "FloatNode",
+            "BooleanNode",
+            "EnumNode",
+            "BytesNode",
+            "PathNode",
+        )
         if hasattr(nodes, name)
     ]
     return [

@@ -251,8 +251,9 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> nn.Modul
     # The architecture's name: in the config of dataclass-configured models, in the argparse args of older ones.
     model_cfg = (state.get("cfg") or {}).get("model")
     arch = model_cfg.get("_name") if model_cfg is not None else getattr(state.get("args"), "arch", None)
-    import fairseq_resmlp  # noqa: F401  (registers the model and its architectures)
     from fairseq.models import ARCH_MODEL_REGISTRY
+
+    import fairseq_resmlp  # noqa: F401  (registers the model and its architectures)
 
     if arch is None:
         parser.error(f"--path {path}: not a fairseq checkpoint (no model config in it)")

@@ -88,7 +88,9 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     return state
 
 
-def average_state_dicts(states: Sequence[Dict[str, torch.Tensor]], names: Sequence[str]) -> "OrderedDict[str, torch.Tensor]":
+def average_state_dicts(
+    states: Sequence[Dict[str, torch.Tensor]], names: Sequence[str]
+) -> "OrderedDict[str, torch.Tensor]":
     """Element-wise mean of floating-point tensors; other tensors (counters, masks) must agree."""
     first = states[0]
     for state, name in zip(states[1:], names[1:]):
@@ -103,7 +105,9 @@ def average_state_dicts(states: Sequence[Dict[str, torch.Tensor]], names: Sequen
     for key, ref in first.items():
         for state, name in zip(states[1:], names[1:]):
             if state[key].shape != ref.shape:
-                raise ToolError(f"{key} has shape {tuple(state[key].shape)} in {name} but {tuple(ref.shape)} in {names[0]}")
+                raise ToolError(
+                    f"{key} has shape {tuple(state[key].shape)} in {name} but {tuple(ref.shape)} in {names[0]}"
+                )
         if ref.is_floating_point():
             # Summing in float64 keeps the mean exact to the original precision however many inputs there are.
             total = torch.zeros(ref.shape, dtype=torch.float64)
@@ -152,7 +156,10 @@ def save_checkpoint(state: Dict[str, Any], output: Path) -> None:
 
 
 def resolve_inputs(
-    inputs: Sequence[Path], num_update: Optional[int], num_epoch: Optional[int], upper_bound: Optional[int] = None,
+    inputs: Sequence[Path],
+    num_update: Optional[int],
+    num_epoch: Optional[int],
+    upper_bound: Optional[int] = None,
     allow_fewer: bool = False,
 ) -> List[Path]:
     if num_update is not None or num_epoch is not None:
@@ -173,19 +180,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="resmlp-average", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--inputs", type=Path, nargs="+", required=True, help="checkpoint files, or one directory with --num-*-checkpoints")
+    p.add_argument(
+        "--inputs",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="checkpoint files, or one directory with --num-*-checkpoints",
+    )
     p.add_argument("--output", type=Path, required=True, help="where to write the averaged checkpoint")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--num-update-checkpoints", type=int, metavar="N", help="average the last N checkpoint_E_U.pt of the directory")
-    group.add_argument("--num-epoch-checkpoints", type=int, metavar="N", help="average the last N checkpointE.pt of the directory")
-    p.add_argument("--checkpoint-upper-bound", type=int, metavar="K", help="ignore checkpoints after update (or epoch) K")
-    p.add_argument("--allow-fewer", action="store_true",
-                   help="with --num-*-checkpoints N: average all there are if there are fewer than N (at least one)")
+    group.add_argument(
+        "--num-update-checkpoints", type=int, metavar="N", help="average the last N checkpoint_E_U.pt of the directory"
+    )
+    group.add_argument(
+        "--num-epoch-checkpoints", type=int, metavar="N", help="average the last N checkpointE.pt of the directory"
+    )
+    p.add_argument(
+        "--checkpoint-upper-bound", type=int, metavar="K", help="ignore checkpoints after update (or epoch) K"
+    )
+    p.add_argument(
+        "--allow-fewer",
+        action="store_true",
+        help="with --num-*-checkpoints N: average all there are if there are fewer than N (at least one)",
+    )
     args = p.parse_args(argv)
-    if args.checkpoint_upper_bound is not None and args.num_update_checkpoints is None and args.num_epoch_checkpoints is None:
-        raise ToolError("--checkpoint-upper-bound only applies with --num-update-checkpoints or --num-epoch-checkpoints")
+    if (
+        args.checkpoint_upper_bound is not None
+        and args.num_update_checkpoints is None
+        and args.num_epoch_checkpoints is None
+    ):
+        raise ToolError(
+            "--checkpoint-upper-bound only applies with --num-update-checkpoints or --num-epoch-checkpoints"
+        )
     paths = resolve_inputs(
-        args.inputs, args.num_update_checkpoints, args.num_epoch_checkpoints, args.checkpoint_upper_bound, args.allow_fewer
+        args.inputs,
+        args.num_update_checkpoints,
+        args.num_epoch_checkpoints,
+        args.checkpoint_upper_bound,
+        args.allow_fewer,
     )
     print(f"averaging {len(paths)} checkpoint(s):", file=sys.stderr)
     for path in paths:
@@ -195,7 +227,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     save_checkpoint(average_checkpoints(paths), args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
-
 
 
 if __name__ == "__main__":

@@ -148,8 +148,13 @@ class EvalData:
 
 
 def _languages_from_data_bin(data_bin: Path, split: str) -> Tuple[str, str]:
-    pairs = sorted({m.group(1, 2) for p in data_bin.glob(f"{split}.*-*.*.idx")
-                    if (m := re.match(rf"^{re.escape(split)}\.([^.-]+)-([^.-]+)\.", p.name))})
+    pairs = sorted(
+        {
+            m.group(1, 2)
+            for p in data_bin.glob(f"{split}.*-*.*.idx")
+            if (m := re.match(rf"^{re.escape(split)}\.([^.-]+)-([^.-]+)\.", p.name))
+        }
+    )
     if len(pairs) != 1:
         found = ", ".join(f"{s}-{t}" for s, t in pairs) or "none"
         raise ToolError(
@@ -217,16 +222,31 @@ def read_lines(path: Path) -> List[str]:
 
 def generate_command(checkpoint: Path, data: EvalData, args: argparse.Namespace) -> List[str]:
     cmd = [
-        fairseq_command("fairseq-generate"), str(data.data_bin),
-        "--user-dir", str(user_dir()),
-        "--task", "translation",
-        "--path", str(checkpoint),
-        "--source-lang", str(data.source_lang), "--target-lang", str(data.target_lang),
-        "--gen-subset", data.split,
-        "--beam", str(args.beam), "--nbest", "1", "--lenpen", str(args.lenpen),
+        fairseq_command("fairseq-generate"),
+        str(data.data_bin),
+        "--user-dir",
+        str(user_dir()),
+        "--task",
+        "translation",
+        "--path",
+        str(checkpoint),
+        "--source-lang",
+        str(data.source_lang),
+        "--target-lang",
+        str(data.target_lang),
+        "--gen-subset",
+        data.split,
+        "--beam",
+        str(args.beam),
+        "--nbest",
+        "1",
+        "--lenpen",
+        str(args.lenpen),
         # fairseq's default of 8 drops the last, incomplete batch: up to 7 test sentences never translated.
-        "--required-batch-size-multiple", "1",
-        "--seed", "1",
+        "--required-batch-size-multiple",
+        "1",
+        "--seed",
+        "1",
     ]
     if args.max_tokens:
         cmd += ["--max-tokens", str(args.max_tokens)]
@@ -314,16 +334,24 @@ def load_result(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="resmlp-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="resmlp-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("checkpoints", type=Path, nargs="*", help="checkpoint file(s); several are averaged first")
     g = p.add_argument_group("data")
     g.add_argument("--data", type=Path, help="a data_prep output directory (manifest.json, spm.model, raw/, data-bin/)")
-    g.add_argument("--split", default="test", help="the data-bin split to translate: test or valid (default %(default)s)")
+    g.add_argument(
+        "--split", default="test", help="the data-bin split to translate: test or valid (default %(default)s)"
+    )
     g.add_argument("--data-bin", type=Path, help="fairseq data-bin directory (default DATA/data-bin)")
     g.add_argument("--spm-model", type=Path, help="SentencePiece model (default DATA/spm.model)")
-    g.add_argument("--ref-raw", type=Path, help="untokenized reference text, one line per sentence (default DATA/raw/SPLIT.TGT)")
+    g.add_argument(
+        "--ref-raw", type=Path, help="untokenized reference text, one line per sentence (default DATA/raw/SPLIT.TGT)"
+    )
     g.add_argument("--src-raw", type=Path, help="untokenized source text, only checked for its line count")
-    g.add_argument("--source-lang", help="source language (default: from DATA/manifest.json or the data-bin file names)")
+    g.add_argument(
+        "--source-lang", help="source language (default: from DATA/manifest.json or the data-bin file names)"
+    )
     g.add_argument("--target-lang", help="target language (default: as --source-lang)")
     g = p.add_argument_group("generation")
     g.add_argument("--beam", type=int, default=4, help="beam size (default %(default)s, as in the ResMLP paper)")
@@ -332,15 +360,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="sentences per batch (default: no limit besides --max-tokens)")
     g.add_argument("--cpu", action="store_true", help="translate on the CPU even if a GPU is present")
     g.add_argument("--fp16", action="store_true", help="translate in float16 (GPU)")
-    g.add_argument("--generate-args", nargs=argparse.REMAINDER, default=[],
-                   help="everything after this is passed to fairseq-generate unchanged (put it last)")
-    g.add_argument("--generate-output", type=Path,
-                   help="score this existing fairseq-generate output instead of translating (no checkpoint needed)")
+    g.add_argument(
+        "--generate-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="everything after this is passed to fairseq-generate unchanged (put it last)",
+    )
+    g.add_argument(
+        "--generate-output",
+        type=Path,
+        help="score this existing fairseq-generate output instead of translating (no checkpoint needed)",
+    )
     g = p.add_argument_group("output")
-    g.add_argument("--output", type=Path, help="result JSON (default CKPT_DIR/eval/SPLIT_CKPT.json); hypotheses next to it")
-    g.add_argument("--tok-tokenizer", choices=("13a", "intl"), default="13a",
-                   help="Moses-style tokenizer for the tokenized BLEU (default %(default)s)")
-    g.add_argument("--save-average", type=Path, help="keep the averaged checkpoint at this path (default: a temporary file)")
+    g.add_argument(
+        "--output", type=Path, help="result JSON (default CKPT_DIR/eval/SPLIT_CKPT.json); hypotheses next to it"
+    )
+    g.add_argument(
+        "--tok-tokenizer",
+        choices=("13a", "intl"),
+        default="13a",
+        help="Moses-style tokenizer for the tokenized BLEU (default %(default)s)",
+    )
+    g.add_argument(
+        "--save-average", type=Path, help="keep the averaged checkpoint at this path (default: a temporary file)"
+    )
     g.add_argument("--force", action="store_true", help="recompute even if an up-to-date result exists")
     return p
 
@@ -423,14 +466,22 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             "references": str(data.references),
             "spm_model": str(data.spm_model),
             "counts": {"references": n, "hypotheses": len(detok)},
-            "generation": {"beam": args.beam, "lenpen": args.lenpen, "max_tokens": args.max_tokens,
-                           "batch_size": args.batch_size, "extra": list(args.generate_args)},
+            "generation": {
+                "beam": args.beam,
+                "lenpen": args.lenpen,
+                "max_tokens": args.max_tokens,
+                "batch_size": args.batch_size,
+                "extra": list(args.generate_args),
+            },
             "metrics": metrics,
             "command": None if cmd is None else format_command(cmd),
             "seconds": round(time.time() - started, 1),
             "fingerprint": key,
-            "files": {"result": str(output), "hypotheses": str(hyp_path),
-                      "generate_output": str(args.generate_output or gen_path)},
+            "files": {
+                "result": str(output),
+                "hypotheses": str(hyp_path),
+                "generate_output": str(args.generate_output or gen_path),
+            },
         }
         # The old JSON goes first and the new one comes last: a JSON on disk always describes the hypotheses
         # next to it, and an interrupted run leaves no JSON, so the next run recomputes.
@@ -451,7 +502,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = evaluate(args)
     print(format_table(result))
     return 0
-
 
 
 if __name__ == "__main__":

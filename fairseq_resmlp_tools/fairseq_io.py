@@ -124,7 +124,8 @@ def order_hypotheses(found: Sequence[Tuple[int, str]], n_expected: Optional[int]
     if problems:
         expected = f" for {n} references" if n_expected is not None else ""
         raise ToolError(
-            f"{where}: {len(found)} hypotheses{expected}: " + "; ".join(problems)
+            f"{where}: {len(found)} hypotheses{expected}: "
+            + "; ".join(problems)
             + ". Refusing to score: output over a different set of sentences is not comparable"
         )
     return [by_id[i] for i in range(n)]

@@ -78,11 +78,11 @@ def parse_log(path: Path, label: Optional[str] = None) -> RunLog:
         if tag == "valid":
             update = stats.get("valid_num_updates")
             if update is not None:
-                run.valid[int(update)] = {k[len("valid_"):]: v for k, v in stats.items() if k.startswith("valid_")}
+                run.valid[int(update)] = {k[len("valid_") :]: v for k, v in stats.items() if k.startswith("valid_")}
         elif tag == "train":  # end-of-epoch summary: keys are prefixed with train_
             update = stats.get("train_num_updates")
             if update is not None:
-                epoch = {k[len("train_"):]: v for k, v in stats.items() if k.startswith("train_")}
+                epoch = {k[len("train_") :]: v for k, v in stats.items() if k.startswith("train_")}
                 run.epochs[int(update)] = (stats.get("train_wall", math.nan), epoch)
         else:
             update = stats.get("num_updates")
@@ -101,16 +101,20 @@ def summary_table(runs: Sequence[RunLog]) -> str:
         last = records[ups[-1]] if ups else (math.nan, {})
         valid_losses = [s["loss"] for s in run.valid.values() if "loss" in s]
         bleus = [s["bleu"] for s in run.valid.values() if "bleu" in s]
-        rows.append((
-            run.label,
-            str(max(list(run.train) + list(run.epochs) + list(run.valid))),
-            f"{last[0] / 3600:.2f}" if not math.isnan(last[0]) else "-",
-            f"{last[1]['loss']:.3f}" if "loss" in last[1] else "-",
-            f"{min(valid_losses):.3f}" if valid_losses else "-",
-            f"{max(bleus):.2f}" if bleus else "-",
-        ))
+        rows.append(
+            (
+                run.label,
+                str(max(list(run.train) + list(run.epochs) + list(run.valid))),
+                f"{last[0] / 3600:.2f}" if not math.isnan(last[0]) else "-",
+                f"{last[1]['loss']:.3f}" if "loss" in last[1] else "-",
+                f"{min(valid_losses):.3f}" if valid_losses else "-",
+                f"{max(bleus):.2f}" if bleus else "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -122,7 +126,9 @@ def _time_unit(runs: Sequence[RunLog], unit: str) -> Tuple[float, str]:
     return {"s": (1.0, "s"), "min": (60.0, "min"), "h": (3600.0, "h")}[unit]
 
 
-def plot(runs: Sequence[RunLog], output: Path, loss_key: str = "loss", time_unit: str = "auto", title: Optional[str] = None) -> None:
+def plot(
+    runs: Sequence[RunLog], output: Path, loss_key: str = "loss", time_unit: str = "auto", title: Optional[str] = None
+) -> None:
     """Write the figure: rows training loss, validation loss (and BLEU when logged); columns updates, time."""
     import matplotlib
 
@@ -131,7 +137,10 @@ def plot(runs: Sequence[RunLog], output: Path, loss_key: str = "loss", time_unit
     from matplotlib.ticker import FuncFormatter
 
     has_bleu = any("bleu" in s for r in runs for s in r.valid.values())
-    rows = [("train", loss_key, f"training {loss_key} (base 2)"), ("valid", loss_key, f"validation {loss_key} (base 2)")]
+    rows = [
+        ("train", loss_key, f"training {loss_key} (base 2)"),
+        ("valid", loss_key, f"validation {loss_key} (base 2)"),
+    ]
     if has_bleu:
         rows.append(("valid", "bleu", "validation BLEU (fairseq --eval-bleu)"))
     scale, unit = _time_unit(runs, time_unit)
@@ -142,8 +151,13 @@ def plot(runs: Sequence[RunLog], output: Path, loss_key: str = "loss", time_unit
             ups, walls, values = run.series(what, key)
             if not ups:
                 continue
-            style = dict(color=colors[j % len(colors)], label=run.label, marker="o" if what == "valid" else None,
-                         markersize=3, linewidth=1.2)
+            style = dict(
+                color=colors[j % len(colors)],
+                label=run.label,
+                marker="o" if what == "valid" else None,
+                markersize=3,
+                linewidth=1.2,
+            )
             axes[i][0].plot(ups, values, **style)
             axes[i][1].plot([w / scale for w in walls], values, **style)
         axes[i][0].set_ylabel(ylabel)
@@ -167,12 +181,20 @@ def plot(runs: Sequence[RunLog], output: Path, loss_key: str = "loss", time_unit
 
 @console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="plot_training.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="plot_training.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("logs", type=Path, nargs="+", help="fairseq-train JSON logs, one per run")
-    p.add_argument("-o", "--output", type=Path, default=Path("training.png"), help="image to write (default %(default)s)")
+    p.add_argument(
+        "-o", "--output", type=Path, default=Path("training.png"), help="image to write (default %(default)s)"
+    )
     p.add_argument("--labels", nargs="+", help="one legend label per log (default: each log's directory name)")
-    p.add_argument("--loss", choices=("loss", "nll_loss"), default="loss",
-                   help="loss to plot: label-smoothed 'loss' or 'nll_loss' (default %(default)s)")
+    p.add_argument(
+        "--loss",
+        choices=("loss", "nll_loss"),
+        default="loss",
+        help="loss to plot: label-smoothed 'loss' or 'nll_loss' (default %(default)s)",
+    )
     p.add_argument("--time-unit", choices=("auto", "s", "min", "h"), default="auto", help="unit of the wall-time axis")
     p.add_argument("--title", help="figure title")
     args = p.parse_args(argv)
@@ -187,7 +209,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(summary_table(runs))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
-
 
 
 if __name__ == "__main__":

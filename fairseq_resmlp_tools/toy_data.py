@@ -105,10 +105,22 @@ def build_toy_data(
             )
 
     cmd = [
-        fairseq_command("fairseq-preprocess"), "--source-lang", src, "--target-lang", tgt,
-        "--trainpref", str(pieces / "train"), "--validpref", str(pieces / "valid"),
-        "--testpref", str(pieces / "test"), "--destdir", str(out / "data-bin"),
-        "--joined-dictionary", "--workers", "1",
+        fairseq_command("fairseq-preprocess"),
+        "--source-lang",
+        src,
+        "--target-lang",
+        tgt,
+        "--trainpref",
+        str(pieces / "train"),
+        "--validpref",
+        str(pieces / "valid"),
+        "--testpref",
+        str(pieces / "test"),
+        "--destdir",
+        str(out / "data-bin"),
+        "--joined-dictionary",
+        "--workers",
+        "1",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -137,7 +149,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     build_toy_data(args.out, args.train, args.valid, args.test, seed=args.seed)
     print(args.out)
     return 0
-
 
 
 if __name__ == "__main__":

@@ -17,6 +17,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,8 +17,10 @@ _save = checkpoint_utils.save_checkpoint
 def _save_and_dump(cfg, trainer, epoch_itr, val_loss):
     rank = trainer.data_parallel_rank
     params = {k: v.detach().cpu().clone() for k, v in trainer.get_model().state_dict().items()}
-    torch.save({"num_updates": trainer.get_num_updates(), "params": params},
-               os.path.join(os.environ["PROBE_DIR"], f"rank{rank}.pt"))
+    torch.save(
+        {"num_updates": trainer.get_num_updates(), "params": params},
+        os.path.join(os.environ["PROBE_DIR"], f"rank{rank}.pt"),
+    )
     return _save(cfg, trainer, epoch_itr, val_loss)
 
 

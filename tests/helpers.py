@@ -31,7 +31,10 @@ def make_dictionary(size: int = 40) -> Dictionary:
 
 
 def build_model(
-    arch: Callable[[argparse.Namespace], None] = resmlp_tiny, seed: int = 0, dictionary: Optional[Dictionary] = None, **overrides
+    arch: Callable[[argparse.Namespace], None] = resmlp_tiny,
+    seed: int = 0,
+    dictionary: Optional[Dictionary] = None,
+    **overrides,
 ) -> ResMLPModel:
     """A ResMLP model in eval mode, with architecture defaults plus ``overrides`` (as on the command line)."""
     torch.manual_seed(seed)
@@ -60,8 +63,9 @@ def run_fairseq(cmd, cwd, env=None, check: bool = True, stdin: Optional[str] = N
     """Run a command (``fairseq-*`` names resolved in this environment); on failure show the end of its output."""
     exe = fairseq_command(cmd[0]) if str(cmd[0]).startswith("fairseq-") else cmd[0]
     env = env or {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([str(exe), *map(str, cmd[1:])], cwd=cwd, env=env, input=stdin, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [str(exe), *map(str, cmd[1:])], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=600
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -80,17 +84,36 @@ def prepare_toy_data_bin(folder: Path, vocab_size: int, seed: int = 0) -> dict:
 
     corpus = write_toy_corpus(folder, {"train": 1000, "valid": 30, "test": 37}, seed=seed)
     spm.SentencePieceTrainer.train(
-        input=f"{folder}/train.src,{folder}/train.tgt", model_prefix=str(folder / "spm"), vocab_size=vocab_size,
-        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+        input=f"{folder}/train.src,{folder}/train.tgt",
+        model_prefix=str(folder / "spm"),
+        vocab_size=vocab_size,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
     )
     sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
     for split in ("train", "valid", "test"):
         for lang in ("src", "tgt"):
             spm_encode(sp, folder / f"{split}.{lang}", folder / f"{split}.spm.{lang}")
     run_fairseq(
-        ["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--joined-dictionary",
-         "--trainpref", "train.spm", "--validpref", "valid.spm", "--testpref", "test.spm",
-         "--destdir", "data-bin", "--workers", "1"],
+        [
+            "fairseq-preprocess",
+            "--source-lang",
+            "src",
+            "--target-lang",
+            "tgt",
+            "--joined-dictionary",
+            "--trainpref",
+            "train.spm",
+            "--validpref",
+            "valid.spm",
+            "--testpref",
+            "test.spm",
+            "--destdir",
+            "data-bin",
+            "--workers",
+            "1",
+        ],
         cwd=folder,
     )
     return corpus

@@ -11,7 +11,10 @@ import pytest
 def test_benchmark_tiny_runs_and_reports(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "fairseq_resmlp_tools.bench.decode", "--preset", "tiny", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resmlp_tiny vs transformer_tiny" in proc.stdout and "train" not in proc.stdout.split("training speed")[0]

@@ -112,8 +112,15 @@ def test_shapes(model):
     assert torch.equal(enc["src_lengths"][0], torch.tensor([7, 5, 3]))  # passed on, as fairseq's encoders do
     assert enc["encoder_states"] == []  # only when asked (return_all_hiddens): beam search reorders every entry
     # The entries of fairseq's Transformer encoder output, so that fairseq's code that reads them works.
-    assert set(enc) == {"encoder_out", "encoder_padding_mask", "encoder_embedding", "encoder_states", "src_tokens", "beam_group",
-                        "src_lengths"}
+    assert set(enc) == {
+        "encoder_out",
+        "encoder_padding_mask",
+        "encoder_embedding",
+        "encoder_states",
+        "src_tokens",
+        "beam_group",
+        "src_lengths",
+    }
     # Padded positions are inert zeros (cross-attention never reads them, nor should anything else).
     assert torch.count_nonzero(enc["encoder_out"][0].transpose(0, 1)[src.eq(model.encoder.padding_idx)]) == 0
     no_lengths = model.encoder(src)
@@ -384,8 +391,9 @@ class TaskWithFiles:
 
     def __init__(self, dictionary) -> None:
         self.source_dictionary = self.target_dictionary = dictionary
-        self.cfg = argparse.Namespace(data=os.pathsep.join(["/data/one", "/data/two"]), source_lang="de",
-                                      target_lang="en")
+        self.cfg = argparse.Namespace(
+            data=os.pathsep.join(["/data/one", "/data/two"]), source_lang="de", target_lang="en"
+        )
 
 
 def test_a_checkpoint_that_does_not_fit_is_a_clear_error():
@@ -401,8 +409,11 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error():
         other.load_state_dict(state, strict=False)
     unnamed = tiny(share_all_embeddings=True, encoder_embed_dim=8, decoder_embed_dim=8)
     with pytest.raises(ResMLPCheckpointError, match="source dictionary of 25 symbols, but the task's dictionary has"):
-        unnamed.load_state_dict(tiny(share_all_embeddings=True, encoder_embed_dim=8, decoder_embed_dim=8,
-                                     dictionary=make_dictionary(21)).state_dict())
+        unnamed.load_state_dict(
+            tiny(
+                share_all_embeddings=True, encoder_embed_dim=8, decoder_embed_dim=8, dictionary=make_dictionary(21)
+            ).state_dict()
+        )
     wider = tiny(share_all_embeddings=True, encoder_ffn_embed_dim=40, decoder_ffn_embed_dim=40)
     message = r"has shape \(24, 16\) but this model has \(40, 16\): .* different model options"
     with pytest.raises(ResMLPCheckpointError, match=message):
@@ -425,8 +436,13 @@ def vectors_equal_to(model, value: float, dim: int = 16) -> int:
 @torch.no_grad()
 @pytest.mark.parametrize("norm_type", ["affine", "layernorm"])
 def test_initial_values(norm_type):
-    model = tiny(dictionary=make_dictionary(400), layerscale_init=0.37, norm_type=norm_type,
-                 max_source_positions=40, max_target_positions=40)
+    model = tiny(
+        dictionary=make_dictionary(400),
+        layerscale_init=0.37,
+        norm_type=norm_type,
+        max_source_positions=40,
+        max_target_positions=40,
+    )
     # Embeddings and output projection as in fairseq's Transformer: N(0, d^-1/2), padding row zero.
     for emb in (model.encoder.embed_tokens, model.decoder.embed_tokens):
         pad = emb.padding_idx
@@ -556,8 +572,11 @@ def test_embedding_sharing(sharing):
     assert torch.equal(output, dec_emb) == (sharing != "none")
     separate = count_parameters(tiny())
     vocab_by_d = len(DICTIONARY) * 16
-    expected = {"none": separate, "share_decoder_input_output_embed": separate - vocab_by_d,
-                "share_all_embeddings": separate - 2 * vocab_by_d}
+    expected = {
+        "none": separate,
+        "share_decoder_input_output_embed": separate - vocab_by_d,
+        "share_all_embeddings": separate - 2 * vocab_by_d,
+    }
     assert count_parameters(model) == expected[sharing]
 
 

@@ -97,8 +97,12 @@ def test_function_keeps_fp32_log_sum_exp_for_bf16_inputs():
 def build_transformer(share: bool = True, **overrides) -> TransformerModel:
     torch.manual_seed(0)
     args = argparse.Namespace(
-        dropout=0.0, attention_dropout=0.0, share_all_embeddings=share, max_source_positions=64,
-        max_target_positions=64, **overrides,
+        dropout=0.0,
+        attention_dropout=0.0,
+        share_all_embeddings=share,
+        max_source_positions=64,
+        max_target_positions=64,
+        **overrides,
     )
     tiny_architecture(args)
     return TransformerModel.build_model(args, TinyTask(make_dictionary())).eval()
@@ -269,12 +273,43 @@ def test_unreduced_loss_is_refused():
 def train_log(data: Path, save: Path, criterion: str) -> list:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
     cmd = [
-        str(Path(sys.executable).parent / "fairseq-train"), str(data), "--user-dir", str(ROOT / "fairseq_resmlp"),
-        "--arch", "resmlp_tiny", "--share-all-embeddings", "--optimizer", "adam", "--lr", "0.003",
-        "--criterion", criterion, "--label-smoothing", "0.1", "--report-accuracy", "--max-tokens", "400",
-        "--max-update", "8", "--seed", "3", "--required-batch-size-multiple", "1", "--no-progress-bar",
-        "--log-format", "json", "--log-interval", "1", "--save-dir", str(save), "--no-save", "--cpu",
-        "--num-workers", "0", "--validate-interval-updates", "4",
+        str(Path(sys.executable).parent / "fairseq-train"),
+        str(data),
+        "--user-dir",
+        str(ROOT / "fairseq_resmlp"),
+        "--arch",
+        "resmlp_tiny",
+        "--share-all-embeddings",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+        "--criterion",
+        criterion,
+        "--label-smoothing",
+        "0.1",
+        "--report-accuracy",
+        "--max-tokens",
+        "400",
+        "--max-update",
+        "8",
+        "--seed",
+        "3",
+        "--required-batch-size-multiple",
+        "1",
+        "--no-progress-bar",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "1",
+        "--save-dir",
+        str(save),
+        "--no-save",
+        "--cpu",
+        "--num-workers",
+        "0",
+        "--validate-interval-updates",
+        "4",
     ]
     if criterion.endswith("chunked"):
         cmd += ["--loss-chunk-size", "37"]
@@ -347,8 +382,11 @@ def measure(kind: str, tokens: int, vocab: int, dim: int, chunk: int, device: st
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     return {
-        "criterion": kind, "chunk": chunk, "seconds": statistics.median(times),
-        "cpu_seconds": statistics.median(cpu_times), "peak_mib": round(peak / 2**20),
+        "criterion": kind,
+        "chunk": chunk,
+        "seconds": statistics.median(times),
+        "cpu_seconds": statistics.median(cpu_times),
+        "peak_mib": round(peak / 2**20),
         "loss": loss.item(),
     }
 
@@ -368,8 +406,11 @@ def main() -> None:
     if args.one:
         torch.set_num_threads(1)
         kind = args.kinds[0]
-        print(json.dumps(measure(kind, args.tokens, args.vocab, args.dim, args.chunk, args.device, args.dtype,
-                                 args.repeat)))
+        print(
+            json.dumps(
+                measure(kind, args.tokens, args.vocab, args.dim, args.chunk, args.device, args.dtype, args.repeat)
+            )
+        )
         return
     # One process per criterion: the CPU's peak resident memory cannot be reset within a process.
     for kind in args.kinds:

@@ -116,15 +116,25 @@ def test_length_filter_measures_both_sides(tmp_path):
     from data_prep.clean import filter_lengths
 
     text = [("a", "b"), ("long source", "b"), ("a", "long target"), ("ratio src", "x"), ("x", "ratio tgt")]
-    pieces = [("a", "b"), ("1 2 3 4 5 6", "1 2 3 4 5"), ("1 2 3 4 5", "1 2 3 4 5 6"), ("1 2 3 4", "1 2"), ("1 2", "1 2 3 4")]
+    pieces = [
+        ("a", "b"),
+        ("1 2 3 4 5 6", "1 2 3 4 5"),
+        ("1 2 3 4 5", "1 2 3 4 5 6"),
+        ("1 2 3 4", "1 2"),
+        ("1 2", "1 2 3 4"),
+    ]
     files = []
     for name, rows in (("t", text), ("p", pieces)):
         for k, lang in enumerate(("s", "t")):
             files.append(write(tmp_path / f"{name}.{lang}", "".join(r[k] + "\n" for r in rows).encode()))
     outs = [tmp_path / f"o{i}" for i in range(4)]
     stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 5, 1.5)
-    assert stats == {"lines_in": 5, "lines_out": 1, "dropped": {"empty": 0, "too_long": 2, "length_ratio": 2},
-                     "tokens": {"src": 1, "tgt": 1}}
+    assert stats == {
+        "lines_in": 5,
+        "lines_out": 1,
+        "dropped": {"empty": 0, "too_long": 2, "length_ratio": 2},
+        "tokens": {"src": 1, "tgt": 1},
+    }
     assert lines(outs[0]) == ["a"] and lines(outs[1]) == ["b"] and lines(outs[2]) == ["a"] and lines(outs[3]) == ["b"]
     # no limits: every pair kept, tokens counted per side
     stats = filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
@@ -139,8 +149,10 @@ def test_length_filter_measures_both_sides(tmp_path):
     # nothing left is an error naming the options; a text/pieces length mismatch is an error
     with pytest.raises(DataPrepError) as err:
         filter_lengths((files[0], files[1]), (files[2], files[3]), (outs[0], outs[1]), (outs[2], outs[3]), 3, 1.1)
-    assert str(err.value) == ("the length filter dropped all 5 training pairs (empty 2, length_ratio 2, too_long 1); "
-                              "raise --max-len or --len-ratio (0 turns a rule off)")
+    assert str(err.value) == (
+        "the length filter dropped all 5 training pairs (empty 2, length_ratio 2, too_long 1); "
+        "raise --max-len or --len-ratio (0 turns a rule off)"
+    )
     empty = [write(tmp_path / f"e{i}", b"") for i in range(4)]
     with pytest.raises(DataPrepError, match=rf"all 0 training pairs \({re.escape(str(empty[0]))} is empty\)"):
         filter_lengths((empty[0], empty[1]), (empty[2], empty[3]), (outs[0], outs[1]), (outs[2], outs[3]), 0, 0)
@@ -154,7 +166,9 @@ def test_os_errors_become_one_line_naming_the_path():
 
     stage = Stage("s", lambda ctx: None, outputs=[Path("/o/a"), Path("/o/b")])
     assert str(os_error(OSError(13, "Permission denied", "/x/y"), stage)) == "/x/y: Permission denied (stage s)"
-    assert str(os_error(OSError(28, "No space left on device"), stage)) == "/o/a, /o/b: No space left on device (stage s)"
+    assert (
+        str(os_error(OSError(28, "No space left on device"), stage)) == "/o/a, /o/b: No space left on device (stage s)"
+    )
     assert str(os_error(OSError("odd"), Stage("t", lambda ctx: None))) == "t: odd (stage t)"
 
 
@@ -175,8 +189,13 @@ def test_eval_split_is_normalised_like_train_and_keeps_sacrebleu_references(tmp_
 
 def test_decode_does_not_load_the_pipeline():
     code = "import sys, data_prep.decode; print(sorted(m for m in sys.modules if m.startswith('data_prep')))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     loaded = proc.stdout
     assert proc.returncode == 0 and "data_prep.decode" in loaded, proc.stderr
     for heavy in ("pipeline", "report", "stages", "binarize", "subword", "wmt14", "parallel"):
@@ -187,8 +206,23 @@ def test_options_come_from_the_parser_by_name():
     from data_prep.layout import Options
 
     args = parallel.build_parser().parse_args(
-        ["--src", "en", "--tgt", "de", "--train", "t", "--valid", "v", "--out", "o", "--max-len", "7", "--dedup",
-         "--no-progress"])
+        [
+            "--src",
+            "en",
+            "--tgt",
+            "de",
+            "--train",
+            "t",
+            "--valid",
+            "v",
+            "--out",
+            "o",
+            "--max-len",
+            "7",
+            "--dedup",
+            "--no-progress",
+        ]
+    )
     opts = Options.from_args(args, "en", "de")
     assert opts.max_len == 7 and opts.dedup and not opts.progress and opts.out == Path("o")
     assert opts.vocab_size == 8000 and opts.len_ratio == 1.5
@@ -203,7 +237,9 @@ def test_clean_train_counts_every_drop(tmp_path):
     src = write(tmp_path / "c.en", b"a\n\nsame\nsame\nbad\xff\n  x  y \r\n")
     tgt = write(tmp_path / "c.de", b"A\nB\nSAME\nSAME\nok\nX Y\n")
     source = ParallelSource("c", InputFile(src), InputFile(tgt))
-    stats = clean_train([source], tmp_path / "o.en", tmp_path / "o.de", dedup=True, drop_invalid_utf8=True, langs=("en", "de"))
+    stats = clean_train(
+        [source], tmp_path / "o.en", tmp_path / "o.de", dedup=True, drop_invalid_utf8=True, langs=("en", "de")
+    )
     assert lines(tmp_path / "o.en") == ["a", "same", "x y"]
     assert lines(tmp_path / "o.de") == ["A", "SAME", "X Y"]
     assert stats["lines_in"] == 6 and stats["lines_out"] == 3
@@ -221,13 +257,26 @@ def test_clean_train_counts_every_drop(tmp_path):
 def test_clean_train_heldout_overlap_and_per_corpus_counts(tmp_path):
     from data_prep.clean import HeldOut
 
-    c1 = ParallelSource("c1", InputFile(write(tmp_path / "c1.en", b"one\nheld\nheld src\ny\none\nbad\xff\n")),
-                        InputFile(write(tmp_path / "c1.de", b"eins\ngehalten\nx\nheld tgt\neins\nz\n")))
-    c2 = ParallelSource("c2", InputFile(write(tmp_path / "c2.en", b"h2\none\n\xfe\n two\xc2\xa0 \n\n")),
-                        InputFile(write(tmp_path / "c2.de", b"h2de\neins\nq\nzwei\xc2\x92\nleer\n")))
+    c1 = ParallelSource(
+        "c1",
+        InputFile(write(tmp_path / "c1.en", b"one\nheld\nheld src\ny\none\nbad\xff\n")),
+        InputFile(write(tmp_path / "c1.de", b"eins\ngehalten\nx\nheld tgt\neins\nz\n")),
+    )
+    c2 = ParallelSource(
+        "c2",
+        InputFile(write(tmp_path / "c2.en", b"h2\none\n\xfe\n two\xc2\xa0 \n\n")),
+        InputFile(write(tmp_path / "c2.de", b"h2de\neins\nq\nzwei\xc2\x92\nleer\n")),
+    )
     heldout = HeldOut({1, 6}, {"held src"}, {"held tgt"})
-    stats = clean_train([c1, c2], tmp_path / "o.en", tmp_path / "o.de", dedup=True, drop_invalid_utf8=True,
-                        heldout=heldout, langs=("en", "de"))
+    stats = clean_train(
+        [c1, c2],
+        tmp_path / "o.en",
+        tmp_path / "o.de",
+        dedup=True,
+        drop_invalid_utf8=True,
+        heldout=heldout,
+        langs=("en", "de"),
+    )
     assert lines(tmp_path / "o.en") == ["one", "two"] and lines(tmp_path / "o.de") == ["eins", "zwei\u2019"]
     zero = {"crlf": 0, "control_fixed": 0, "control_removed": 0, "sp_space": 0, "whitespace": 0}
     assert stats == {
@@ -235,8 +284,10 @@ def test_clean_train_heldout_overlap_and_per_corpus_counts(tmp_path):
         "lines_out": 2,
         "dropped": {"invalid_utf8": 2, "heldout": 2, "heldout_overlap": 2, "empty": 1, "duplicate": 2},
         "normalised": {"en": {**zero, "whitespace": 1}, "de": {**zero, "control_fixed": 1}},
-        "corpora": {"c1": {"files": [str(tmp_path / "c1.en"), str(tmp_path / "c1.de")], "read": 6, "kept": 1},
-                    "c2": {"files": [str(tmp_path / "c2.en"), str(tmp_path / "c2.de")], "read": 5, "kept": 1}},
+        "corpora": {
+            "c1": {"files": [str(tmp_path / "c1.en"), str(tmp_path / "c1.de")], "read": 6, "kept": 1},
+            "c2": {"files": [str(tmp_path / "c2.en"), str(tmp_path / "c2.de")], "read": 5, "kept": 1},
+        },
     }
 
 
@@ -270,7 +321,7 @@ def test_parse_sgm_decodes_entities_and_keeps_bare_ampersands():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (SGM.replace(b"</seg>\n<seg id=\"2\">", b"\n<seg id=\"2\">"), "line 3: <seg> without a closing"),
+        (SGM.replace(b'</seg>\n<seg id="2">', b'\n<seg id="2">'), "line 3: <seg> without a closing"),
         (SGM.replace(b'<doc docid="d1" genre="news">', b""), "outside a <doc>"),
         (SGM.replace(b"</doc>", b""), "not closed"),
         (SGM.replace(b'id="2"', b'id="1"'), "duplicate segment id"),
@@ -383,8 +434,15 @@ def test_stage_runner_redoes_a_stage_with_a_damaged_or_foreign_stamp(tmp_path):
     assert runner.run(stage).status == "ran" and out.exists()
     result = runner.run(stage)
     assert (result.status, result.stats, result.inputs, result.outputs) == (
-        "skipped", {"n": 1}, {"in.txt": sha256(src)}, {"out.txt": sha256(out)})
-    assert StageRunner(tmp_path, tmp_path / "stamps", runner.cache, force=True, log=lambda m: None).run(stage).status == "ran"
+        "skipped",
+        {"n": 1},
+        {"in.txt": sha256(src)},
+        {"out.txt": sha256(out)},
+    )
+    assert (
+        StageRunner(tmp_path, tmp_path / "stamps", runner.cache, force=True, log=lambda m: None).run(stage).status
+        == "ran"
+    )
     src.unlink()
     with pytest.raises(DataPrepError, match=r"stage copy: input .*in\.txt does not exist"):
         runner.run(stage)
@@ -395,7 +453,10 @@ def test_stage_description_is_laid_over_the_statistics():
 
     stats = {"valid": {"lines": 3, "files": ["old"]}, "n": 1}
     assert overlay(stats, {"valid": {"files": ["new"]}, "test": {"files": ["t"]}, "n": 2}) == {
-        "valid": {"lines": 3, "files": ["new"]}, "test": {"files": ["t"]}, "n": 2}
+        "valid": {"lines": 3, "files": ["new"]},
+        "test": {"files": ["t"]},
+        "n": 2,
+    }
     assert stats == {"valid": {"lines": 3, "files": ["old"]}, "n": 1}  # not changed in place
 
 
@@ -467,7 +528,9 @@ def test_download_resumes_and_verifies(tmp_path, honour_range):
         url = f"http://127.0.0.1:{server.server_address[1]}/test-full.tgz"
         dest = tmp_path / "test-full.tgz"
         (tmp_path / "test-full.tgz.part").write_bytes(payload[: len(payload) // 3])  # an interrupted download
-        download(url, dest, verify=lambda p: verify_archive(p, ["test-full/newstest2014-deen-src.en.sgm"]), progress=False)
+        download(
+            url, dest, verify=lambda p: verify_archive(p, ["test-full/newstest2014-deen-src.en.sgm"]), progress=False
+        )
         assert dest.read_bytes() == payload and not (tmp_path / "test-full.tgz.part").exists()
         # a download that turns out to be damaged is deleted, never renamed to the final name
         handler.payload = payload[: len(payload) // 2]
@@ -517,10 +580,19 @@ def wmt(request, tmp_path_factory):
     mirror = need(MINI)
     out = tmp_path_factory.mktemp(f"wmt14-{request.param}")
     workers = "2" if request.param == "en-fr" else "1"
-    assert wmt14.main(["--pair", request.param, "--mirror", str(mirror), "--out", str(out), "--workers", workers, *SMALL]) == 0
+    assert (
+        wmt14.main(["--pair", request.param, "--mirror", str(mirror), "--out", str(out), "--workers", workers, *SMALL])
+        == 0
+    )
     src, tgt = request.param.split("-")
-    return {"pair": request.param, "src": src, "tgt": tgt, "out": out, "workers": workers,
-            "manifest": json.loads((out / "manifest.json").read_text())}
+    return {
+        "pair": request.param,
+        "src": src,
+        "tgt": tgt,
+        "out": out,
+        "workers": workers,
+        "manifest": json.loads((out / "manifest.json").read_text()),
+    }
 
 
 def test_wmt14_manifest_counts_agree_with_files(wmt):
@@ -536,15 +608,29 @@ def test_wmt14_manifest_counts_agree_with_files(wmt):
     assert counts["valid"]["binarized"] == 3000 and counts["test"]["binarized"] == 3003
     # the counts docs/data_prep.md documents for WMT14-mini (vocabulary 1,000, sample 4,000)
     documented = {
-        "en-de": {"read": 9000, "after_train-text": 9000, "after_filter": 8692, "empty": 0, "too_long": 4,
-                  "length_ratio": 304},
-        "en-fr": {"read": 18068, "after_train-text": 18049, "after_filter": 16892, "empty": 19, "too_long": 25,
-                  "length_ratio": 1132},
+        "en-de": {
+            "read": 9000,
+            "after_train-text": 9000,
+            "after_filter": 8692,
+            "empty": 0,
+            "too_long": 4,
+            "length_ratio": 304,
+        },
+        "en-fr": {
+            "read": 18068,
+            "after_train-text": 18049,
+            "after_filter": 16892,
+            "empty": 19,
+            "too_long": 25,
+            "length_ratio": 1132,
+        },
     }[wmt["pair"]]
     assert {k: train[k] for k in ("read", "after_train-text", "after_filter")} == {
-        k: documented[k] for k in ("read", "after_train-text", "after_filter")}
+        k: documented[k] for k in ("read", "after_train-text", "after_filter")
+    }
     assert {k: dropped[k] for k in ("empty", "too_long", "length_ratio")} == {
-        k: documented[k] for k in ("empty", "too_long", "length_ratio")}
+        k: documented[k] for k in ("empty", "too_long", "length_ratio")
+    }
     # what was read matches the archives, corpus by corpus
     spec = wmt14.PAIRS[wmt["pair"]]
     for corpus in spec.train:
@@ -621,7 +707,9 @@ def test_wmt14_binarized_data_loads_and_decodes_to_cleaned_text(wmt):
 
 def test_wmt14_second_run_does_no_work(wmt, capsys):
     out = wmt["out"]
-    kept = [out / "spm.model", out / "spm.vocab"] + [p for d in ("raw", "ref", "spm", "data-bin") for p in (out / d).iterdir()]
+    kept = [out / "spm.model", out / "spm.vocab"] + [
+        p for d in ("raw", "ref", "spm", "data-bin") for p in (out / d).iterdir()
+    ]
     before = {p: p.stat().st_mtime_ns for p in kept}
     argv = ["--pair", wmt["pair"], "--mirror", str(MINI), "--out", str(out), "--workers", wmt["workers"], *SMALL]
     assert wmt14.main(argv) == 0
@@ -641,7 +729,9 @@ def test_decode_fairseq_generate_output_including_byte_pieces(wmt, tmp_path, cap
     pieces = [" ".join(sp.encode(t, out_type=str)) for t in text]
     assert any("<0x" in p for p in pieces)  # rare characters became byte pieces
     gen = tmp_path / "gen.out"
-    gen.write_text("".join(f"S-{i}\tx\nH-{i}\t-0.5\t{p}\nD-{i}\t-0.5\tx\n" for i, p in reversed(list(enumerate(pieces)))))
+    gen.write_text(
+        "".join(f"S-{i}\tx\nH-{i}\t-0.5\t{p}\nD-{i}\t-0.5\tx\n" for i, p in reversed(list(enumerate(pieces))))
+    )
     assert decode.main(["--spm", str(out / "spm.model"), "--generate", str(gen)]) == 0
     assert capsys.readouterr().out.split("\n")[:-1] == text
 
@@ -661,7 +751,9 @@ def mirror_with(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def run_wmt14(pair: str, mirror: Path, out: Path) -> None:
-    wmt14.prepare(wmt14.build_parser().parse_args(["--pair", pair, "--mirror", str(mirror), "--out", str(out), *SMALL]), [])
+    wmt14.prepare(
+        wmt14.build_parser().parse_args(["--pair", pair, "--mirror", str(mirror), "--out", str(out), *SMALL]), []
+    )
 
 
 @pytest.mark.parametrize(
@@ -698,7 +790,10 @@ def retar(archive: Path, rename=None, edit=None) -> bytes:
 def test_unexpected_layout_fails_naming_the_member(tmp_path):
     data = retar(need(MINI / "training-parallel-europarl-v7.tgz"), rename=lambda n: n.replace("training/", "europarl/"))
     mirror = mirror_with(tmp_path, "training-parallel-europarl-v7.tgz", data)
-    with pytest.raises(DataPrepError, match=r"training-parallel-europarl-v7\.tgz: missing training/europarl-v7\.de-en\.en.*WMT14 layout"):
+    with pytest.raises(
+        DataPrepError,
+        match=r"training-parallel-europarl-v7\.tgz: missing training/europarl-v7\.de-en\.en.*WMT14 layout",
+    ):
         run_wmt14("en-de", mirror, tmp_path / "out")
 
 
@@ -712,7 +807,9 @@ def test_invalid_utf8_inside_an_archive_names_member_and_line(tmp_path):
 
     data = retar(need(MINI / "training-parallel-commoncrawl.tgz"), edit=edit)
     mirror = mirror_with(tmp_path, "training-parallel-commoncrawl.tgz", data)
-    with pytest.raises(DataPrepError, match=r"training-parallel-commoncrawl\.tgz:commoncrawl\.de-en\.de: line 7: invalid UTF-8"):
+    with pytest.raises(
+        DataPrepError, match=r"training-parallel-commoncrawl\.tgz:commoncrawl\.de-en\.de: line 7: invalid UTF-8"
+    ):
         run_wmt14("en-de", mirror, tmp_path / "out")
 
 
@@ -722,21 +819,41 @@ def test_missing_archive_names_file_and_url(tmp_path):
     for f in need(MINI).iterdir():
         if f.name != "training-parallel-un.tgz":
             (mirror / f.name).symlink_to(f)
-    with pytest.raises(DataPrepError, match=r"training-parallel-un\.tgz \(download it from http://statmt\.org/wmt13/training-parallel-un\.tgz\)"):
+    with pytest.raises(
+        DataPrepError,
+        match=r"training-parallel-un\.tgz \(download it from http://statmt\.org/wmt13/training-parallel-un\.tgz\)",
+    ):
         run_wmt14("en-fr", mirror, tmp_path / "out")
 
 
 def test_cli_prints_error_and_exits_1_without_traceback(tmp_path):
     mirror = mirror_with(tmp_path, "dev.tgz", (need(MINI) / "dev.tgz").read_bytes()[:20000])
     proc = subprocess.run(
-        [sys.executable, "-m", "data_prep.wmt14", "--pair", "en-de", "--mirror", str(mirror), "--out", str(tmp_path / "o"), *SMALL],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "data_prep.wmt14",
+            "--pair",
+            "en-de",
+            "--mirror",
+            str(mirror),
+            "--out",
+            str(tmp_path / "o"),
+            *SMALL,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "dev.tgz" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "data_prep.wmt14", "--pair", "de-en", "--out", str(tmp_path / "o")],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_prep.wmt14", "--pair", "de-en", "--out", str(tmp_path / "o")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "use --pair en-de" in proc.stderr
 
 
@@ -749,8 +866,23 @@ def test_multi30k_through_parallel_is_ready_for_fairseq_train(tmp_path_factory):
 
     m30k = need(DATA / "multi30k")
     out = tmp_path_factory.mktemp("multi30k")
-    argv = ["--src", "en", "--tgt", "de", "--train", str(m30k / "train"), "--valid", str(m30k / "val"),
-            "--test", str(m30k / "test_2016_flickr"), "--out", str(out), "--workers", "2", *SMALL]
+    argv = [
+        "--src",
+        "en",
+        "--tgt",
+        "de",
+        "--train",
+        str(m30k / "train"),
+        "--valid",
+        str(m30k / "val"),
+        "--test",
+        str(m30k / "test_2016_flickr"),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        *SMALL,
+    ]
     assert parallel.main(argv) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["line_counts"]["train"]["read"] == 29000
@@ -759,9 +891,21 @@ def test_multi30k_through_parallel_is_ready_for_fairseq_train(tmp_path_factory):
     d = Dictionary.load(str(out / "data-bin" / "dict.en.txt"))
     # what fairseq-train does to load data, in both directions
     for s, t in (("en", "de"), ("de", "en")):
-        ds = load_langpair_dataset(str(out / "data-bin"), "train", s, d, t, d, combine=False, dataset_impl=None,
-                                   upsample_primary=1, left_pad_source=True, left_pad_target=False,
-                                   max_source_positions=1024, max_target_positions=1024)
+        ds = load_langpair_dataset(
+            str(out / "data-bin"),
+            "train",
+            s,
+            d,
+            t,
+            d,
+            combine=False,
+            dataset_impl=None,
+            upsample_primary=1,
+            left_pad_source=True,
+            left_pad_target=False,
+            max_source_positions=1024,
+            max_target_positions=1024,
+        )
         assert len(ds) == m["line_counts"]["train"]["binarized"] > 20000
     # a re-run is a no-op
     assert parallel.main(argv) == 0
@@ -777,8 +921,25 @@ def test_tatoeba_gz_with_heldout_split_has_no_leak(tmp_path):
         with gzip.open(f"{prefix}.{lang}.gz", "wb") as f:
             f.write(head)
     out = tmp_path / "out"
-    argv = ["--src", "en", "--tgt", "de", "--train", str(prefix), "--valid-size", "200", "--test-size", "200",
-            "--out", str(out), "--workers", "1", "--vocab-size", "600", "--no-progress"]
+    argv = [
+        "--src",
+        "en",
+        "--tgt",
+        "de",
+        "--train",
+        str(prefix),
+        "--valid-size",
+        "200",
+        "--test-size",
+        "200",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--vocab-size",
+        "600",
+        "--no-progress",
+    ]
     assert parallel.main(argv) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["dropped"]["train"]["heldout"] == 400 and m["dropped"]["train"]["heldout_overlap"] > 0
@@ -802,7 +963,9 @@ def test_parallel_bad_input_fails_naming_file_and_line(tmp_path):
             parallel.prepare(parallel.build_parser().parse_args(base + list(extra)), [])
         return str(err.value)
 
-    assert re.search(r"v\.de: line 1: invalid UTF-8", run("--train", str(tmp_path / "t"), "--valid", str(tmp_path / "v")))
+    assert re.search(
+        r"v\.de: line 1: invalid UTF-8", run("--train", str(tmp_path / "t"), "--valid", str(tmp_path / "v"))
+    )
     write(tmp_path / "v.de", b"X\n")
     msg = run("--train", str(tmp_path / "t"), "--valid", str(tmp_path / "v"))
     assert "t.de has 2 lines" in msg and "t.en has 3" in msg and "line 3" in msg

@@ -34,8 +34,19 @@ from data_prep.sgm import parse_sgm
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["eval-text", "train-text", "spm-sample", "spm-train", "encode", "filter", "binarize"]
-BASE = ["--vocab-size", "300", "--spm-sample", "300", "--max-len", "60", "--len-ratio", "1.5", "--workers", "1",
-        "--no-progress"]
+BASE = [
+    "--vocab-size",
+    "300",
+    "--spm-sample",
+    "300",
+    "--max-len",
+    "60",
+    "--len-ratio",
+    "1.5",
+    "--workers",
+    "1",
+    "--no-progress",
+]
 
 
 # --- a synthetic corpus and a fast stand-in for fairseq-preprocess --------------------------------
@@ -266,8 +277,9 @@ def test_checksum_cache_is_not_fooled_by_same_size_and_mtime(tmp_path):
 
 
 def test_input_changed_while_a_stage_reads_it_is_an_error(tmp_path):
-    runner = stages.StageRunner(tmp_path, tmp_path / "stamps", stages.ChecksumCache(tmp_path / "s.json"),
-                                log=lambda m: None)
+    runner = stages.StageRunner(
+        tmp_path, tmp_path / "stamps", stages.ChecksumCache(tmp_path / "s.json"), log=lambda m: None
+    )
     src = tmp_path / "in.txt"
     src.write_text("one\n")
     out = tmp_path / "out.txt"
@@ -370,8 +382,13 @@ def test_impossible_and_unwritable_output_paths(tmp_path, capsys, monkeypatch, f
 def test_cli_error_without_traceback_in_a_subprocess(tmp_path):
     corpus = write_corpus(tmp_path / "c")
     (corpus / "valid.de").write_bytes(b"\xe4\n" * 20)
-    proc = subprocess.run([sys.executable, "-m", "data_prep.parallel", *argv_for(corpus, tmp_path / "o")],
-                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_prep.parallel", *argv_for(corpus, tmp_path / "o")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {corpus / 'valid.de'}: line 1: invalid UTF-8")
 
@@ -385,7 +402,10 @@ def our_processes(marker: str) -> List[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if marker.encode() in (entry / "cmdline").read_bytes() and "Z" not in (entry / "stat").read_text().split(")")[-1][:3]:
+                if (
+                    marker.encode() in (entry / "cmdline").read_bytes()
+                    and "Z" not in (entry / "stat").read_text().split(")")[-1][:3]
+                ):
                     found.append(int(entry.name))
             except OSError:
                 pass
@@ -486,12 +506,18 @@ def check_output(out: Path, files: Dict[str, bytes], max_len: int, ratio: float)
     for split in ("valid", "test"):
         for lang in ("en", "de"):
             rows = text[f"{split}.{lang}"]
-            assert (out / "raw" / f"{split}.{lang}").read_text().split("\n")[:-1] == [normalize_line(r)[0] for r in rows]
+            assert (out / "raw" / f"{split}.{lang}").read_text().split("\n")[:-1] == [
+                normalize_line(r)[0] for r in rows
+            ]
             assert (out / "ref" / f"{split}.{lang}").read_text().split("\n")[:-1] == [
-                normalize_line(r, repair_controls=False)[0] for r in rows]
+                normalize_line(r, repair_controls=False)[0] for r in rows
+            ]
     pairs = [(normalize_line(a)[0], normalize_line(b)[0]) for a, b in zip(text["train.en"], text["train.de"])]
-    kept = [(a, b) for a, b in pairs if a and b and length_drop_reason(
-        len(sp.encode(a)), len(sp.encode(b)), max_len, ratio) is None]
+    kept = [
+        (a, b)
+        for a, b in pairs
+        if a and b and length_drop_reason(len(sp.encode(a)), len(sp.encode(b)), max_len, ratio) is None
+    ]
     assert (out / "raw" / "train.en").read_text().split("\n")[:-1] == [a for a, _ in kept]
     assert (out / "raw" / "train.de").read_text().split("\n")[:-1] == [b for _, b in kept]
     for split in ("train", "valid", "test"):
@@ -524,8 +550,12 @@ def test_corruption_fuzz(tmp_path, capsys, fast_binarize):
         rc = parallel.main(argv_for(corpus, tmp_path / f"o{case}", "--max-len", "12"))
         err = capsys.readouterr().err.strip().splitlines()
         if rc == 0:
-            files = {n: (corpus / n).read_bytes() if (corpus / n).exists() else gzip.decompress(
-                (corpus / f"{n}.gz").read_bytes()) for n in names}
+            files = {
+                n: (corpus / n).read_bytes()
+                if (corpus / n).exists()
+                else gzip.decompress((corpus / f"{n}.gz").read_bytes())
+                for n in names
+            }
             assert all(expected_lines(d) is not None for d in files.values()), f"case {case}: accepted bad UTF-8"
             en, de = (expected_lines(files[f"train.{x}"]) for x in ("en", "de"))
             assert len(en) == len(de), f"case {case}: accepted files of different lengths"

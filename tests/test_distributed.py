@@ -24,20 +24,59 @@ def train_two_ranks(folder: Path, probe: Path, max_epoch: int, port: int) -> str
     """Run fairseq-train as two gloo ranks on the CPU; return their combined log."""
     probe.mkdir(exist_ok=True)
     common = [
-        sys.executable, str(HERE / "dist_train_probe.py"), "data-bin", "--user-dir", str(user_dir()),
-        "--arch", "resmlp_tiny", "--share-all-embeddings", "--cpu",
-        "--distributed-backend", "gloo", "--distributed-world-size", "2", "--distributed-no-spawn",
-        "--ddp-backend", "legacy_ddp",  # torch DDP with device_ids=[0], as fairseq builds it, needs a GPU
-        "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-        "--optimizer", "adam", "--lr", "0.003", "--criterion", "label_smoothed_cross_entropy",
-        "--label-smoothing", "0.1", "--max-tokens", "600", "--max-epoch", str(max_epoch), "--save-dir", "ckpt",
-        "--no-epoch-checkpoints", "--seed", "3", "--no-progress-bar", "--log-interval", "5",
-        "--required-batch-size-multiple", "1", "--num-workers", "0",
+        sys.executable,
+        str(HERE / "dist_train_probe.py"),
+        "data-bin",
+        "--user-dir",
+        str(user_dir()),
+        "--arch",
+        "resmlp_tiny",
+        "--share-all-embeddings",
+        "--cpu",
+        "--distributed-backend",
+        "gloo",
+        "--distributed-world-size",
+        "2",
+        "--distributed-no-spawn",
+        "--ddp-backend",
+        "legacy_ddp",  # torch DDP with device_ids=[0], as fairseq builds it, needs a GPU
+        "--distributed-init-method",
+        f"tcp://127.0.0.1:{port}",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+        "--criterion",
+        "label_smoothed_cross_entropy",
+        "--label-smoothing",
+        "0.1",
+        "--max-tokens",
+        "600",
+        "--max-epoch",
+        str(max_epoch),
+        "--save-dir",
+        "ckpt",
+        "--no-epoch-checkpoints",
+        "--seed",
+        "3",
+        "--no-progress-bar",
+        "--log-interval",
+        "5",
+        "--required-batch-size-multiple",
+        "1",
+        "--num-workers",
+        "0",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PROBE_DIR": str(probe), "PYTHONWARNINGS": "ignore"}
     procs = [
-        subprocess.Popen([*common, "--distributed-rank", str(rank)], cwd=folder, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [*common, "--distributed-rank", str(rank)],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank in (0, 1)
     ]
     logs = []

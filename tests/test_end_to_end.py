@@ -25,11 +25,41 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e")
     corpus = prepare(folder, vocab_size=120)
     run(
-        ["fairseq-train", "data-bin", "--user-dir", USER_DIR, "--arch", "resmlp_tiny", "--share-all-embeddings",
-         "--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20",
-         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "1000",
-         "--max-epoch", "10", "--save-dir", "ckpt", "--no-epoch-checkpoints", "--seed", "1",
-         "--required-batch-size-multiple", "1", "--no-progress-bar", "--log-interval", "10"],
+        [
+            "fairseq-train",
+            "data-bin",
+            "--user-dir",
+            USER_DIR,
+            "--arch",
+            "resmlp_tiny",
+            "--share-all-embeddings",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.005",
+            "--lr-scheduler",
+            "inverse_sqrt",
+            "--warmup-updates",
+            "20",
+            "--criterion",
+            "label_smoothed_cross_entropy",
+            "--label-smoothing",
+            "0.1",
+            "--max-tokens",
+            "1000",
+            "--max-epoch",
+            "10",
+            "--save-dir",
+            "ckpt",
+            "--no-epoch-checkpoints",
+            "--seed",
+            "1",
+            "--required-batch-size-multiple",
+            "1",
+            "--no-progress-bar",
+            "--log-interval",
+            "10",
+        ],
         cwd=folder,
     )
     return folder, corpus
@@ -45,9 +75,27 @@ def hypotheses(stdout: str, prefix: str = "D") -> dict:
 
 def generate(folder, *extra, data="data-bin", check=True):
     return run(
-        ["fairseq-generate", data, "--user-dir", USER_DIR, "--path", "ckpt/checkpoint_last.pt",
-         "--gen-subset", "test", "--beam", "4", "--batch-size", "16", "--required-batch-size-multiple", "1",
-         "--bpe", "sentencepiece", "--sentencepiece-model", "spm.model", *extra],
+        [
+            "fairseq-generate",
+            data,
+            "--user-dir",
+            USER_DIR,
+            "--path",
+            "ckpt/checkpoint_last.pt",
+            "--gen-subset",
+            "test",
+            "--beam",
+            "4",
+            "--batch-size",
+            "16",
+            "--required-batch-size-multiple",
+            "1",
+            "--bpe",
+            "sentencepiece",
+            "--sentencepiece-model",
+            "spm.model",
+            *extra,
+        ],
         cwd=folder,
         check=check,
     )
@@ -70,8 +118,20 @@ def test_interactive_translates_raw_text_and_reports_overlong_lines(trained):
     src = corpus["test"][0][:4]
     overlong = " ".join(["zzzq"] * 150)  # far beyond resmlp_tiny's 128 positions
     lines = [src[0], src[1], overlong, src[2], src[3]]
-    cmd = ["fairseq-interactive", "data-bin", "--user-dir", USER_DIR, "--path", "ckpt/checkpoint_last.pt",
-           "--beam", "4", "--bpe", "sentencepiece", "--sentencepiece-model", "spm.model"]
+    cmd = [
+        "fairseq-interactive",
+        "data-bin",
+        "--user-dir",
+        USER_DIR,
+        "--path",
+        "ckpt/checkpoint_last.pt",
+        "--beam",
+        "4",
+        "--bpe",
+        "sentencepiece",
+        "--sentencepiece-model",
+        "spm.model",
+    ]
     proc = run([*cmd, "--skip-invalid-size-inputs-valid-test"], cwd=folder, stdin="\n".join(lines) + "\n")
     out = hypotheses(proc.stdout)
     assert sorted(out) == [0, 1, 3, 4]
@@ -88,8 +148,11 @@ def generated_for(folder, sources):
     from fairseq_resmlp import ResMLPModel
 
     hub = ResMLPModel.from_pretrained(
-        str(folder / "ckpt"), checkpoint_file="checkpoint_last.pt", data_name_or_path=str(folder / "data-bin"),
-        bpe="sentencepiece", sentencepiece_model=str(folder / "spm.model"),
+        str(folder / "ckpt"),
+        checkpoint_file="checkpoint_last.pt",
+        data_name_or_path=str(folder / "data-bin"),
+        bpe="sentencepiece",
+        sentencepiece_model=str(folder / "spm.model"),
     )
     return hub.translate(sources, beam=4)
 
@@ -111,9 +174,26 @@ def test_generate_on_overlong_test_sentence(tmp_path, trained):
     (tmp_path / "t.tgt").write_text("\n".join(corpus["test"][1][:6]) + "\n")
     for lang in ("src", "tgt"):
         spm_encode(sp, tmp_path / f"t.{lang}", tmp_path / f"t.spm.{lang}")
-    run(["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--testpref", "t.spm",
-         "--srcdict", folder / "data-bin" / "dict.src.txt", "--tgtdict", folder / "data-bin" / "dict.tgt.txt",
-         "--destdir", long_data, "--workers", "1"], cwd=tmp_path)
+    run(
+        [
+            "fairseq-preprocess",
+            "--source-lang",
+            "src",
+            "--target-lang",
+            "tgt",
+            "--testpref",
+            "t.spm",
+            "--srcdict",
+            folder / "data-bin" / "dict.src.txt",
+            "--tgtdict",
+            folder / "data-bin" / "dict.tgt.txt",
+            "--destdir",
+            long_data,
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+    )
     proc = generate(folder, data=long_data, check=False)
     assert proc.returncode != 0
     assert "max_positions=(128, 128)" in proc.stderr and "--skip-invalid-size-inputs-valid-test" in proc.stderr
@@ -127,8 +207,20 @@ def test_checkpoint_with_another_dictionary_is_a_clear_error(tmp_path, trained):
     other = tmp_path / "other"
     prepare(other, vocab_size=100, seed=1)
     proc = run(
-        ["fairseq-generate", other / "data-bin", "--user-dir", USER_DIR, "--path", folder / "ckpt/checkpoint_last.pt",
-         "--gen-subset", "test", "--beam", "2", "--batch-size", "8"],
+        [
+            "fairseq-generate",
+            other / "data-bin",
+            "--user-dir",
+            USER_DIR,
+            "--path",
+            folder / "ckpt/checkpoint_last.pt",
+            "--gen-subset",
+            "test",
+            "--beam",
+            "2",
+            "--batch-size",
+            "8",
+        ],
         cwd=tmp_path,
         check=False,
     )
@@ -140,17 +232,39 @@ def test_checkpoint_with_another_dictionary_is_a_clear_error(tmp_path, trained):
 def test_pip_installed_package_works_as_user_dir(tmp_path, trained):
     folder, corpus = trained
     site = tmp_path / "site"
-    run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", site, ROOT],
-        cwd=tmp_path)
+    run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", site, ROOT],
+        cwd=tmp_path,
+    )
     installed = site / "fairseq_resmlp"
-    probe = run([sys.executable, "-c",
-                 "import argparse, sys; from fairseq import utils; "
-                 f"utils.import_user_module(argparse.Namespace(user_dir={str(installed)!r})); "
-                 "print(sys.modules['fairseq_resmlp'].__file__)"], cwd=tmp_path)
+    probe = run(
+        [
+            sys.executable,
+            "-c",
+            "import argparse, sys; from fairseq import utils; "
+            f"utils.import_user_module(argparse.Namespace(user_dir={str(installed)!r})); "
+            "print(sys.modules['fairseq_resmlp'].__file__)",
+        ],
+        cwd=tmp_path,
+    )
     assert probe.stdout.strip().startswith(str(installed))
     proc = run(
-        ["fairseq-generate", folder / "data-bin", "--user-dir", installed, "--path", folder / "ckpt/checkpoint_last.pt",
-         "--gen-subset", "test", "--beam", "2", "--batch-size", "8", "--required-batch-size-multiple", "1"],
+        [
+            "fairseq-generate",
+            folder / "data-bin",
+            "--user-dir",
+            installed,
+            "--path",
+            folder / "ckpt/checkpoint_last.pt",
+            "--gen-subset",
+            "test",
+            "--beam",
+            "2",
+            "--batch-size",
+            "8",
+            "--required-batch-size-multiple",
+            "1",
+        ],
         cwd=tmp_path,
     )
     assert len(hypotheses(proc.stdout, "H")) == len(corpus["test"][0])

@@ -31,8 +31,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:
     """Run a tool as its console script does (``python -m fairseq_resmlp_tools.NAME``)."""
-    proc = subprocess.run([sys.executable, "-m", f"fairseq_resmlp_tools.{name}", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"fairseq_resmlp_tools.{name}", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=300,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -45,11 +51,36 @@ def toy(tmp_path_factory):
     data = build_toy_data(root / "data", n_train=2000, n_valid=20, n_test=N_TEST)
     save = root / "run"
     cmd = [
-        str(Path(sys.executable).parent / "fairseq-train"), str(data / "data-bin"), "--user-dir", str(user_dir()),
-        "--arch", "resmlp_tiny", "--share-all-embeddings", "--optimizer", "adam", "--lr", "0.005",
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "4096",
-        "--max-update", "16", "--save-dir", str(save), "--cpu", "--log-format", "json", "--log-interval", "4",
-        "--required-batch-size-multiple", "1", "--num-workers", "0",
+        str(Path(sys.executable).parent / "fairseq-train"),
+        str(data / "data-bin"),
+        "--user-dir",
+        str(user_dir()),
+        "--arch",
+        "resmlp_tiny",
+        "--share-all-embeddings",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.005",
+        "--criterion",
+        "label_smoothed_cross_entropy",
+        "--label-smoothing",
+        "0.1",
+        "--max-tokens",
+        "4096",
+        "--max-update",
+        "16",
+        "--save-dir",
+        str(save),
+        "--cpu",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "4",
+        "--required-batch-size-multiple",
+        "1",
+        "--num-workers",
+        "0",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -83,8 +114,10 @@ def test_scores_equal_sacrebleu_api_on_fixed_files():
     # Tokenized + compound-split BLEU: the text as the old Moses + compound_split_bleu.sh pipeline sees it,
     # written out by hand for the lines with compounds, then plain BLEU on the tokens.
     tokenized = {
-        2: ("Die Frau trägt ein rot ##AT##-##AT## weißes Shirt und eine Sonnenbrille .",
-            "Die Frau trägt ein rot ##AT##-##AT## weißes T ##AT##-##AT## Shirt und eine Sonnenbrille ."),
+        2: (
+            "Die Frau trägt ein rot ##AT##-##AT## weißes Shirt und eine Sonnenbrille .",
+            "Die Frau trägt ein rot ##AT##-##AT## weißes T ##AT##-##AT## Shirt und eine Sonnenbrille .",
+        ),
         7: ("Ein Mann im E ##AT##-##AT## Mail ##AT##-##AT## Postfach : 5,5 % mehr Nachrichten .",) * 2,
     }
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
@@ -135,8 +168,17 @@ def test_scoring_an_existing_generate_output_decodes_and_reorders(toy, tmp_path,
     hyps[3] = "Something else entirely."
     gen = tmp_path / "gen.txt"
     _fake_generate_output(gen, data / "spm.model", hyps, order=list(reversed(range(N_TEST))))
-    code = run_cli(evaluate.main, ["--generate-output", str(gen), "--spm-model", str(data / "spm.model"),
-                                    "--ref-raw", str(data / "raw" / "test.de")])
+    code = run_cli(
+        evaluate.main,
+        [
+            "--generate-output",
+            str(gen),
+            "--spm-model",
+            str(data / "spm.model"),
+            "--ref-raw",
+            str(data / "raw" / "test.de"),
+        ],
+    )
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "gen.json").read_text(encoding="utf-8"))
     assert (tmp_path / "gen.hyp").read_text(encoding="utf-8").splitlines() == hyps
@@ -155,8 +197,17 @@ def test_refuses_to_score_a_missing_or_extra_hypothesis(toy, tmp_path, capsys, p
         _fake_generate_output(gen, data / "spm.model", refs, order=[i for i in range(N_TEST) if i != 5])
     else:
         _fake_generate_output(gen, data / "spm.model", refs + ["one more"], order=range(N_TEST + 1))
-    code = run_cli(evaluate.main, ["--generate-output", str(gen), "--spm-model", str(data / "spm.model"),
-                                    "--ref-raw", str(data / "raw" / "test.de")])
+    code = run_cli(
+        evaluate.main,
+        [
+            "--generate-output",
+            str(gen),
+            "--spm-model",
+            str(data / "spm.model"),
+            "--ref-raw",
+            str(data / "raw" / "test.de"),
+        ],
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("error: ") and "Refusing to score" in err
@@ -188,8 +239,19 @@ def test_fairseq_default_batch_multiple_drops_sentences_and_is_refused(toy, tmp_
     # With fairseq's default --required-batch-size-multiple 8, 21 sentences in one batch become 16.
     data, save, _ = toy
     out = tmp_path / "test.json"
-    proc = run_script("evaluate", save / "checkpoint2.pt", "--data", data, "--cpu", "--output", out,
-                      "--generate-args", "--required-batch-size-multiple", "8", check=False)
+    proc = run_script(
+        "evaluate",
+        save / "checkpoint2.pt",
+        "--data",
+        data,
+        "--cpu",
+        "--output",
+        out,
+        "--generate-args",
+        "--required-batch-size-multiple",
+        "8",
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "error: fairseq-generate: 16 hypotheses for 21 references" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -230,8 +292,18 @@ def test_average_of_two_checkpoints_is_the_mean_of_their_weights(toy, tmp_path):
 def test_averaged_checkpoint_loads_in_generate_and_hub(toy, tmp_path):
     data, save, _ = toy
     out = tmp_path / "eval.json"
-    run_script("evaluate", save / "checkpoint1.pt", save / "checkpoint2.pt", "--data", data, "--cpu",
-               "--output", out, "--save-average", tmp_path / "avg.pt")
+    run_script(
+        "evaluate",
+        save / "checkpoint1.pt",
+        save / "checkpoint2.pt",
+        "--data",
+        data,
+        "--cpu",
+        "--output",
+        out,
+        "--save-average",
+        tmp_path / "avg.pt",
+    )
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["counts"]["hypotheses"] == N_TEST and result["model"].startswith("average of 2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["avg.pt", "eval.generate.txt", "eval.hyp", "eval.json"]
@@ -239,21 +311,39 @@ def test_averaged_checkpoint_loads_in_generate_and_hub(toy, tmp_path):
     from fairseq_resmlp import ResMLPModel
 
     hub = ResMLPModel.from_pretrained(
-        str(tmp_path), checkpoint_file="avg.pt", data_name_or_path=str(data / "data-bin"),
-        bpe="sentencepiece", sentencepiece_model=str(data / "spm.model"), source_lang="en", target_lang="de",
+        str(tmp_path),
+        checkpoint_file="avg.pt",
+        data_name_or_path=str(data / "data-bin"),
+        bpe="sentencepiece",
+        sentencepiece_model=str(data / "spm.model"),
+        source_lang="en",
+        target_lang="de",
     )
     assert isinstance(hub.translate("The small dog runs.", beam=2), str)
 
 
 def test_last_checkpoints_by_update_and_epoch(tmp_path):
-    for name in ["checkpoint1.pt", "checkpoint2.pt", "checkpoint10.pt", "checkpoint_1_500.pt", "checkpoint_2_1000.pt",
-                 "checkpoint_2_1500.pt", "checkpoint_last.pt", "checkpoint_best.pt"]:
+    for name in [
+        "checkpoint1.pt",
+        "checkpoint2.pt",
+        "checkpoint10.pt",
+        "checkpoint_1_500.pt",
+        "checkpoint_2_1000.pt",
+        "checkpoint_2_1500.pt",
+        "checkpoint_last.pt",
+        "checkpoint_best.pt",
+    ]:
         (tmp_path / name).write_bytes(b"")
     names = lambda paths: [p.name for p in paths]  # noqa: E731
     assert names(average_checkpoints.last_checkpoints(tmp_path, 2, "epoch")) == ["checkpoint2.pt", "checkpoint10.pt"]
-    assert names(average_checkpoints.last_checkpoints(tmp_path, 2, "update")) == ["checkpoint_2_1000.pt", "checkpoint_2_1500.pt"]
+    assert names(average_checkpoints.last_checkpoints(tmp_path, 2, "update")) == [
+        "checkpoint_2_1000.pt",
+        "checkpoint_2_1500.pt",
+    ]
     assert names(average_checkpoints.last_checkpoints(tmp_path, 2, "update", upper_bound=1000)) == [
-        "checkpoint_1_500.pt", "checkpoint_2_1000.pt"]
+        "checkpoint_1_500.pt",
+        "checkpoint_2_1000.pt",
+    ]
     assert len(average_checkpoints.last_checkpoints(tmp_path, 9, "update", allow_fewer=True)) == 3
     with pytest.raises(ToolError, match="has 3 checkpoint"):
         average_checkpoints.last_checkpoints(tmp_path, 4, "update")
@@ -293,21 +383,29 @@ def test_plot_on_a_recorded_log(tmp_path, capsys):
 def test_plot_reads_fairseq_log_file_output_and_keeps_the_last_of_repeated_updates(tmp_path):
     # fairseq's --log-file writes bare JSON (repeated once per epoch); a resumed run repeats updates.
     log = tmp_path / "bare.log"
-    log.write_text("\n".join([
-        '{"epoch": 1, "update": 0.5, "loss": "9.0", "num_updates": "10", "wall": "5"}',
-        '{"epoch": 1, "update": 0.5, "loss": "9.0", "num_updates": "10", "wall": "5"}',
-        '{"epoch": 1, "valid_loss": "8.5", "valid_num_updates": "20", "valid_bleu": "1.5"}',
-        '{"epoch": 1, "train_loss": "8.8", "train_num_updates": "20", "train_wall": "9"}',
-        '{"epoch": 2, "update": 1.5, "loss": "8.0", "num_updates": "30", "wall": "13"}',
-        '{"epoch": 2, "update": 1.5, "loss": "7.5", "num_updates": "30", "wall": "14"}',
-    ]) + "\n", encoding="utf-8")
+    log.write_text(
+        "\n".join(
+            [
+                '{"epoch": 1, "update": 0.5, "loss": "9.0", "num_updates": "10", "wall": "5"}',
+                '{"epoch": 1, "update": 0.5, "loss": "9.0", "num_updates": "10", "wall": "5"}',
+                '{"epoch": 1, "valid_loss": "8.5", "valid_num_updates": "20", "valid_bleu": "1.5"}',
+                '{"epoch": 1, "train_loss": "8.8", "train_num_updates": "20", "train_wall": "9"}',
+                '{"epoch": 2, "update": 1.5, "loss": "8.0", "num_updates": "30", "wall": "13"}',
+                '{"epoch": 2, "update": 1.5, "loss": "7.5", "num_updates": "30", "wall": "14"}',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     run = plot_training.parse_log(log, "bare")
     # Training curve from the frequent records (the later of a repeated update); the epoch average (update 20)
     # only places the validation point in time.
     assert run.series("train", "loss") == ([10, 30], [5.0, 14.0], [9.0, 7.5])
     assert run.series("valid", "bleu") == ([20], [9.0], [1.5])
     only_epochs = tmp_path / "epochs.log"
-    only_epochs.write_text('{"epoch": 1, "train_loss": "8.8", "train_num_updates": "20", "train_wall": "9"}\n', encoding="utf-8")
+    only_epochs.write_text(
+        '{"epoch": 1, "train_loss": "8.8", "train_num_updates": "20", "train_wall": "9"}\n', encoding="utf-8"
+    )
     assert plot_training.parse_log(only_epochs).series("train", "loss") == ([20], [9.0], [8.8])
 
 

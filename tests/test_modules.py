@@ -90,6 +90,7 @@ def test_folded_affine_linear_equals_unfolded():
     plain_grads = torch.autograd.grad(plain.sum(), [x, norm.alpha, norm.beta, mlp.fc1.weight])
     for g, h in zip(grads, plain_grads):
         assert torch.allclose(g, h, atol=1e-5)
+
     # Only a plain floating-point nn.Linear is folded: a subclass (e.g. quantized or LoRA) is applied as it is.
     class Doubled(torch.nn.Linear):
         def forward(self, x):

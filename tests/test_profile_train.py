@@ -18,12 +18,45 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def profile_cmd(data: Path, out: Path, *extra: str, max_update: int = 50) -> list:
     return [
-        sys.executable, "-m", "fairseq_resmlp_tools.bench.profile_train", "--out", str(out), "--wait", "2",
-        "--warmup", "1", "--active", "2", *extra, "--",
-        str(data), "--user-dir", str(ROOT / "fairseq_resmlp"), "--arch", "resmlp_tiny", "--share-all-embeddings",
-        "--optimizer", "adam", "--lr", "0.001", "--criterion", "label_smoothed_cross_entropy",
-        "--label-smoothing", "0.1", "--max-tokens", "200", "--max-update", str(max_update), "--no-save", "--cpu",
-        "--num-workers", "0", "--required-batch-size-multiple", "1", "--log-format", "simple",
+        sys.executable,
+        "-m",
+        "fairseq_resmlp_tools.bench.profile_train",
+        "--out",
+        str(out),
+        "--wait",
+        "2",
+        "--warmup",
+        "1",
+        "--active",
+        "2",
+        *extra,
+        "--",
+        str(data),
+        "--user-dir",
+        str(ROOT / "fairseq_resmlp"),
+        "--arch",
+        "resmlp_tiny",
+        "--share-all-embeddings",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--criterion",
+        "label_smoothed_cross_entropy",
+        "--label-smoothing",
+        "0.1",
+        "--max-tokens",
+        "200",
+        "--max-update",
+        str(max_update),
+        "--no-save",
+        "--cpu",
+        "--num-workers",
+        "0",
+        "--required-batch-size-multiple",
+        "1",
+        "--log-format",
+        "simple",
     ]
 
 
@@ -98,10 +131,18 @@ def test_missing_summary_is_a_clear_error(tmp_path, capsys):
 
 def event(name, start, end, device=DeviceType.CPU, activity="cpu_op", parent=None, id=0, link=0, **kw):
     evt = SimpleNamespace(
-        name=name, device_type=device, is_async=False, activity_type=activity, cpu_parent=parent, id=id,
-        linked_correlation_id=link, is_user_annotation=activity.endswith("user_annotation"), stack=[],
+        name=name,
+        device_type=device,
+        is_async=False,
+        activity_type=activity,
+        cpu_parent=parent,
+        id=id,
+        linked_correlation_id=link,
+        is_user_annotation=activity.endswith("user_annotation"),
+        stack=[],
         is_python_function=activity == "python_function",
-        time_range=SimpleNamespace(start=start, end=end, elapsed_us=lambda: end - start), **kw,
+        time_range=SimpleNamespace(start=start, end=end, elapsed_us=lambda: end - start),
+        **kw,
     )
     return evt
 
@@ -120,8 +161,7 @@ def test_gpu_events_are_classified_and_timed():
     kernels = [
         event("nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_NNT", 100, 400, device=gpu, activity="kernel", link=1),
         event("void at::native::unrolled_elementwise_kernel<direct_copy...>", 400, 450, gpu, "kernel", link=2),
-        event("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>", 950, 1000, gpu, "kernel",
-              link=3),
+        event("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>", 950, 1000, gpu, "kernel", link=3),
         event("Memcpy DtoH (Device -> Pageable)", 1590, 1600, gpu, "gpu_memcpy", link=5),
         event("ProfilerStep#5", 100, 1000, gpu, "gpu_user_annotation"),  # a range, not work
     ]
@@ -130,8 +170,16 @@ def test_gpu_events_are_classified_and_timed():
     s = pt.summarise(profile)
     ms = {c["class"]: c["ms"] for c in s["classes"]}
     assert ms == pytest.approx(
-        {"GEMM": 0.3, "element-wise": 0.0, "normalisation": 0.0, "softmax/loss": 0.0, "optimizer": 0.05,
-         "copies/casts": 0.06, "communication": 0.0, "other": 0.0}
+        {
+            "GEMM": 0.3,
+            "element-wise": 0.0,
+            "normalisation": 0.0,
+            "softmax/loss": 0.0,
+            "optimizer": 0.05,
+            "copies/casts": 0.06,
+            "communication": 0.0,
+            "other": 0.0,
+        }
     )
     assert s["total_ms"] == pytest.approx(0.41) and s["active_updates"] == 2
     t = s["timeline"]
@@ -153,8 +201,11 @@ def test_gpu_events_are_classified_and_timed():
         ("void at::native::reduce_kernel<512, 1, ...>", ("aten::sum",), "element-wise"),
         ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>", (), "element-wise"),
         ("void multi_tensor_apply_kernel<...>", (), "optimizer"),
-        ("void at::native::vectorized_elementwise_kernel<4, mul>", ("aten::mul_", "Optimizer.step#Adam.step"),
-         "optimizer"),
+        (
+            "void at::native::vectorized_elementwise_kernel<4, mul>",
+            ("aten::mul_", "Optimizer.step#Adam.step"),
+            "optimizer",
+        ),
         ("ncclDevKernel_AllReduce_Sum_f16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)", (), "communication"),
         ("Memset (Device)", (), "copies/casts"),
         ("void at::native::indexSelectLargeIndex<float, long>", (), "copies/casts"),

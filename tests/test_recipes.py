@@ -55,7 +55,10 @@ def test_wmt14_dry_run_builds_the_papers_recipe(tmp_path, capsys, pair, dropout)
     (data / "manifest.json").write_text(json.dumps({"languages": {"src": src, "tgt": tgt}}))
     save = tmp_path / "run"
     out, (train, average, evaluate, plot) = dry_run(
-        train_wmt14.main, ["--pair", pair, "--arch", "resmlp_12", "--data", str(data), "--gpus", "2", "--save-dir", str(save)], capsys)
+        train_wmt14.main,
+        ["--pair", pair, "--arch", "resmlp_12", "--data", str(data), "--gpus", "2", "--save-dir", str(save)],
+        capsys,
+    )
 
     assert Path(train[0]).name == "fairseq-train" and Path(train[0]).parent == Path(sys.executable).parent
     assert option(train, "--user-dir") == str(user_dir()) and Path(option(train, "--user-dir")).is_absolute()
@@ -63,7 +66,9 @@ def test_wmt14_dry_run_builds_the_papers_recipe(tmp_path, capsys, pair, dropout)
     assert (option(train, "--source-lang"), option(train, "--target-lang")) == (src, tgt)
     assert option(train, "--optimizer") == "adagrad" and option(train, "--lr") == "0.2"
     assert option(train, "--lr-scheduler") == "fixed" and option(train, "--warmup-updates") == "32000"
-    assert option(train, "--criterion") == "label_smoothed_cross_entropy" and option(train, "--label-smoothing") == "0.1"
+    assert (
+        option(train, "--criterion") == "label_smoothed_cross_entropy" and option(train, "--label-smoothing") == "0.1"
+    )
     assert option(train, "--dropout") == dropout and option(train, "--layerscale-init") == "0.2"
     # 458,752 tokens per update (3584 x 128 GPUs) from 8192 tokens x 2 GPUs: 28 accumulation steps.
     assert option(train, "--max-tokens") == "8192" and option(train, "--update-freq") == "28"
@@ -100,8 +105,21 @@ def test_wmt14_refuses_a_data_directory_of_another_pair(tmp_path, capsys):
 def test_small_dry_run_gives_both_architectures_the_same_recipe(toy_data, tmp_path, capsys):
     commands = {}
     for arch in ("resmlp_small", "transformer_iwslt_de_en"):
-        _, cmds = dry_run(train_small.main, ["--arch", arch, "--data", str(toy_data), "--time-budget-minutes", "6",
-                                             "--cpu", "--save-dir", str(tmp_path / arch)], capsys)
+        _, cmds = dry_run(
+            train_small.main,
+            [
+                "--arch",
+                arch,
+                "--data",
+                str(toy_data),
+                "--time-budget-minutes",
+                "6",
+                "--cpu",
+                "--save-dir",
+                str(tmp_path / arch),
+            ],
+            capsys,
+        )
         commands[arch] = cmds
     train_r, train_t = commands["resmlp_small"][0], commands["transformer_iwslt_de_en"][0]
     assert option(train_r, "--arch") == "resmlp_small" and option(train_t, "--arch") == "transformer_iwslt_de_en"
@@ -116,8 +134,24 @@ def test_small_dry_run_gives_both_architectures_the_same_recipe(toy_data, tmp_pa
 
 
 def test_small_passes_extra_fairseq_options_last(toy_data, tmp_path, capsys):
-    _, cmds = dry_run(train_small.main, ["--arch", "resmlp_small", "--data", str(toy_data), "--cpu",
-                                         "--save-dir", str(tmp_path), "--", "--lr", "0.0005", "--max-update", "7"], capsys)
+    _, cmds = dry_run(
+        train_small.main,
+        [
+            "--arch",
+            "resmlp_small",
+            "--data",
+            str(toy_data),
+            "--cpu",
+            "--save-dir",
+            str(tmp_path),
+            "--",
+            "--lr",
+            "0.0005",
+            "--max-update",
+            "7",
+        ],
+        capsys,
+    )
     assert cmds[0][-4:] == ["--lr", "0.0005", "--max-update", "7"] and option(cmds[0], "--lr") == "0.0005"
 
 
@@ -126,7 +160,9 @@ def test_a_second_run_in_the_same_directory_is_refused(toy_data, tmp_path, capsy
     fd = os.open(tmp_path / ".recipe" / "lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        code = run_cli(train_small.main, ["--arch", "resmlp_tiny", "--data", str(toy_data), "--cpu", "--save-dir", str(tmp_path)])
+        code = run_cli(
+            train_small.main, ["--arch", "resmlp_tiny", "--data", str(toy_data), "--cpu", "--save-dir", str(tmp_path)]
+        )
     finally:
         os.close(fd)
     assert code == 1 and "another run of this recipe" in capsys.readouterr().err
@@ -163,13 +199,41 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the trainer process")
 def test_recipe_killed_with_sigkill_resumes_and_completes(toy_data, tmp_path):
     save = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fairseq_resmlp_tools.recipes.small", "--arch", "resmlp_tiny", "--data", str(toy_data),
-           "--cpu", "--save-dir", str(save), "--time-budget-minutes", "5", "--average-last", "2", "--log-interval", "5",
-           "--", "--max-update", "60", "--save-interval-updates", "10", "--lr", "0.005", "--warmup-updates", "10",
-           "--max-tokens", "1500", "--num-workers", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fairseq_resmlp_tools.recipes.small",
+        "--arch",
+        "resmlp_tiny",
+        "--data",
+        str(toy_data),
+        "--cpu",
+        "--save-dir",
+        str(save),
+        "--time-budget-minutes",
+        "5",
+        "--average-last",
+        "2",
+        "--log-interval",
+        "5",
+        "--",
+        "--max-update",
+        "60",
+        "--save-interval-updates",
+        "10",
+        "--lr",
+        "0.005",
+        "--warmup-updates",
+        "10",
+        "--max-tokens",
+        "1500",
+        "--num-workers",
+        "0",
+    ]
     log = save / "train.log"
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT, start_new_session=True
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not ((save / "checkpoint_last.pt").exists() and last_update(log) >= 25):
@@ -194,18 +258,23 @@ def test_recipe_killed_with_sigkill_resumes_and_completes(toy_data, tmp_path):
 
     second = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     if second.returncode != 0 and "WeightsUnpickler" in second.stdout:
-        pytest.fail("resuming failed: torch.load(weights_only=True) refused checkpoint_last.pt, which holds the numpy "
-                    "arrays of --eval-bleu; fairseq_resmlp must allow-list them at import (torch.serialization."
-                    "add_safe_globals), with fairseq_resmlp._compat.fairseq_checkpoint_globals():\n" + second.stdout[-1500:])
+        pytest.fail(
+            "resuming failed: torch.load(weights_only=True) refused checkpoint_last.pt, which holds the numpy "
+            "arrays of --eval-bleu; fairseq_resmlp must allow-list them at import (torch.serialization."
+            "add_safe_globals), with fairseq_resmlp._compat.fairseq_checkpoint_globals():\n" + second.stdout[-1500:]
+        )
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-2000:]
     text = log.read_text(encoding="utf-8")
-    assert re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ [1-9]\d* updates\)", text), \
+    assert re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ [1-9]\d* updates\)", text), (
         "the re-run did not resume from checkpoint_last.pt"
+    )
     assert "done training" in text and last_update(log) == 60
     result = json.loads((save / "eval" / "test_avg.json").read_text(encoding="utf-8"))
     assert result["counts"] == {"references": 13, "hypotheses": 13}
     assert (save / "training.png").exists()
-    leftovers = [p.name for p in save.rglob("*") if p.name.startswith(".") and (".tmp" in p.name or p.name.endswith(".repair"))]
+    leftovers = [
+        p.name for p in save.rglob("*") if p.name.startswith(".") and (".tmp" in p.name or p.name.endswith(".repair"))
+    ]
     assert not leftovers
 
     # Once complete, the same command changes nothing.

@@ -23,13 +23,49 @@ def train(folder: Path, save_dir: str, max_update: int) -> Dict[int, float]:
 
     Fails unless every logged update is in the first epoch (see the module's docstring)."""
     proc = run(
-        ["fairseq-train", "data-bin", "--user-dir", USER_DIR, "--arch", "resmlp_tiny", "--share-all-embeddings",
-         "--dropout", "0.3", "--attention-dropout", "0.1", "--activation-dropout", "0.1", "--cpu",
-         "--optimizer", "adam", "--lr", "0.003", "--criterion", "label_smoothed_cross_entropy",
-         "--label-smoothing", "0.1", "--max-tokens", "400", "--max-update", str(max_update),
-         "--save-interval-updates", str(UPDATES // 2), "--save-dir", save_dir, "--no-epoch-checkpoints",
-         "--seed", "7", "--log-format", "json", "--log-interval", "1", "--required-batch-size-multiple", "1",
-         "--num-workers", "0"],
+        [
+            "fairseq-train",
+            "data-bin",
+            "--user-dir",
+            USER_DIR,
+            "--arch",
+            "resmlp_tiny",
+            "--share-all-embeddings",
+            "--dropout",
+            "0.3",
+            "--attention-dropout",
+            "0.1",
+            "--activation-dropout",
+            "0.1",
+            "--cpu",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.003",
+            "--criterion",
+            "label_smoothed_cross_entropy",
+            "--label-smoothing",
+            "0.1",
+            "--max-tokens",
+            "400",
+            "--max-update",
+            str(max_update),
+            "--save-interval-updates",
+            str(UPDATES // 2),
+            "--save-dir",
+            save_dir,
+            "--no-epoch-checkpoints",
+            "--seed",
+            "7",
+            "--log-format",
+            "json",
+            "--log-interval",
+            "1",
+            "--required-batch-size-multiple",
+            "1",
+            "--num-workers",
+            "0",
+        ],
         cwd=folder,
     )
     losses = {}
@@ -46,8 +82,25 @@ def train(folder: Path, save_dir: str, max_update: int) -> Dict[int, float]:
 
 def test_dropout_training_learns_and_resumes_exactly(tmp_path):
     write_cipher_corpus(tmp_path, sizes={"train": 1500, "valid": 20}, vocab=12)
-    run(["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--joined-dictionary",
-         "--trainpref", "train", "--validpref", "valid", "--destdir", "data-bin", "--workers", "1"], cwd=tmp_path)
+    run(
+        [
+            "fairseq-preprocess",
+            "--source-lang",
+            "src",
+            "--target-lang",
+            "tgt",
+            "--joined-dictionary",
+            "--trainpref",
+            "train",
+            "--validpref",
+            "valid",
+            "--destdir",
+            "data-bin",
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+    )
 
     whole = train(tmp_path, "whole", UPDATES)
     assert sorted(whole) == list(range(1, UPDATES + 1)), whole

@@ -258,7 +258,12 @@ class ChunkedLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriteri
         keep = target.ne(self.padding_idx).nonzero().squeeze(1)
         features = features.reshape(-1, features.size(-1)).index_select(0, keep)
         loss, nll_loss, n_correct = chunked_label_smoothed_nll_loss(
-            features, projection.weight, projection.bias, target.index_select(0, keep), self.eps, self.loss_chunk_size,
+            features,
+            projection.weight,
+            projection.bias,
+            target.index_select(0, keep),
+            self.eps,
+            self.loss_chunk_size,
             self.loss_compile,
         )
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]

@@ -74,7 +74,9 @@ class ResMLPModel(FairseqEncoderDecoderModel):
             decoder_embed = cls.build_embedding(cfg, tgt_dict, cfg.decoder_embed_dim)
         task_cfg = getattr(task, "cfg", None)
         encoder = cls.build_encoder(cfg, src_dict, encoder_embed)
-        decoder = cls.build_decoder(cfg, tgt_dict, decoder_embed, left_pad=safe_getattr(task_cfg, "left_pad_target", True))
+        decoder = cls.build_decoder(
+            cfg, tgt_dict, decoder_embed, left_pad=safe_getattr(task_cfg, "left_pad_target", True)
+        )
         model = cls(cfg, encoder, decoder)
         model._dictionary_files = _dictionary_files(task)
         return model
@@ -105,7 +107,7 @@ class ResMLPModel(FairseqEncoderDecoderModel):
                     index, _, rest = key[len(layers) :].partition(".")
                     for old, new in renames.items():
                         if rest.startswith(old):
-                            state_dict[f"{layers}{index}.{new}{rest[len(old):]}"] = state_dict.pop(key)
+                            state_dict[f"{layers}{index}.{new}{rest[len(old) :]}"] = state_dict.pop(key)
                             break
         state_dict[f"{prefix}version"] = torch.tensor([STATE_DICT_VERSION], dtype=torch.float)
         super().upgrade_state_dict_named(state_dict, name)
@@ -120,7 +122,9 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         return result
 
     @classmethod
-    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", int8=False, **kwargs):
+    def from_pretrained(
+        cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", int8=False, **kwargs
+    ):
         """fairseq's hub loader; ``int8=True`` quantizes the linear layers for the CPU (any checkpoint, also one
         whose config predates the ``int8`` option, which fairseq's overrides would silently skip)."""
         hub = super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)

@@ -20,12 +20,8 @@ class ResMLPConfig(FairseqDataclass):
     """Options of the ``resmlp`` model; architectures (``--arch resmlp_6`` ...) set only what differs."""
 
     dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and every residual branch"})
-    attention_dropout: float = field(
-        default=0.0, metadata={"help": "dropout on encoder-decoder attention weights"}
-    )
-    activation_dropout: float = field(
-        default=0.0, metadata={"help": "dropout after the GELU inside the channel MLP"}
-    )
+    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on encoder-decoder attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the GELU inside the channel MLP"})
     encoder_embed_dim: int = field(default=512, metadata={"help": "encoder width d"})
     encoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "encoder channel-MLP hidden size"})
     encoder_layers: int = field(default=6, metadata={"help": "number of encoder layers"})

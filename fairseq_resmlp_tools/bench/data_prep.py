@@ -35,10 +35,29 @@ def fairseq_startup_seconds() -> float:
 
 def run_once(data: Path, workers: int, args: argparse.Namespace, out: Path) -> Dict:
     cmd = [
-        sys.executable, "-m", "data_prep.parallel", "--src", "en", "--tgt", "de",
-        "--train", str(data / "deu-eng.2018-05-13"), "--valid-size", "2000", "--test-size", "2000",
-        "--out", str(out), "--workers", str(workers), "--vocab-size", str(args.vocab_size),
-        "--spm-sample", str(args.spm_sample), "--no-progress", "--force",
+        sys.executable,
+        "-m",
+        "data_prep.parallel",
+        "--src",
+        "en",
+        "--tgt",
+        "de",
+        "--train",
+        str(data / "deu-eng.2018-05-13"),
+        "--valid-size",
+        "2000",
+        "--test-size",
+        "2000",
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--vocab-size",
+        str(args.vocab_size),
+        "--spm-sample",
+        str(args.spm_sample),
+        "--no-progress",
+        "--force",
     ]
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -73,13 +92,18 @@ def stage_rows(m: Dict, startup: float, target: int) -> List[list]:
 @console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="resmlp-benchmark-data-prep", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("RESMLP_DATA", "../shared/data")) / "tatoeba",
-                        help="folder of the Tatoeba deu-eng files (default $RESMLP_DATA/tatoeba)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("RESMLP_DATA", "../shared/data")) / "tatoeba",
+        help="folder of the Tatoeba deu-eng files (default $RESMLP_DATA/tatoeba)",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, min(8, os.cpu_count() or 1)}))
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--spm-sample", type=int, default=100_000)
-    parser.add_argument("--target-pairs", type=int, default=4_500_000, help="extrapolate to this many pairs (WMT14 En-De)")
+    parser.add_argument(
+        "--target-pairs", type=int, default=4_500_000, help="extrapolate to this many pairs (WMT14 En-De)"
+    )
     parser.add_argument("--keep", type=Path, help="keep the prepared data here instead of a temporary folder")
     args = parser.parse_args(argv)
     if not (args.data / "deu-eng.2018-05-13.en.gz").exists():
@@ -92,14 +116,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = args.keep / f"workers{workers}" if args.keep else Path(tmp) / "out"
             m = run_once(args.data, workers, args, out)
         pairs = m["line_counts"]["train"]["read"]
-        print(f"\n== workers={workers}: {pairs:,} training pairs read, {m['line_counts']['train']['binarized']:,} kept, "
-              f"wall {m['wall_seconds']:.1f}s ==")
-        print(format_table(
-            ["stage", "handled", "seconds", "pairs/s", f"min for {args.target_pairs / 1e6:g}M pairs"],
-            stage_rows(m, startup, args.target_pairs), "llrrr",
-        ))
+        print(
+            f"\n== workers={workers}: {pairs:,} training pairs read, {m['line_counts']['train']['binarized']:,} kept, "
+            f"wall {m['wall_seconds']:.1f}s =="
+        )
+        print(
+            format_table(
+                ["stage", "handled", "seconds", "pairs/s", f"min for {args.target_pairs / 1e6:g}M pairs"],
+                stage_rows(m, startup, args.target_pairs),
+                "llrrr",
+            )
+        )
     return 0
-
 
 
 if __name__ == "__main__":

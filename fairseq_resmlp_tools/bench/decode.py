@@ -167,8 +167,9 @@ def bench_decoding(model, dictionary, cfg: Config, beam: int, batch_size: int) -
     n_batches = max(1, min(cfg.decode_sentences, 32 * batch_size) // batch_size)
     samples = []
     for _ in range(n_batches + 1):
-        src, src_len = random_batch(cfg.lengths[rng.integers(0, len(cfg.lengths), batch_size)], dictionary,
-                                    cfg.device, rng)
+        src, src_len = random_batch(
+            cfg.lengths[rng.integers(0, len(cfg.lengths), batch_size)], dictionary, cfg.device, rng
+        )
         samples.append({"net_input": {"src_tokens": src, "src_lengths": src_len}})
     produced: List[int] = []
 
@@ -240,8 +241,11 @@ def run(cfg: Config) -> Dict[str, object]:
         "torch": torch.__version__,
         "fp16": cfg.fp16,
         "config": {k: v for k, v in cfg.__dict__.items() if k != "lengths"},
-        "lengths": {"pairs": int(len(cfg.lengths)), "median_src": float(np.median(cfg.lengths[:, 0])),
-                    "median_tgt": float(np.median(cfg.lengths[:, 1]))},
+        "lengths": {
+            "pairs": int(len(cfg.lengths)),
+            "median_src": float(np.median(cfg.lengths[:, 0])),
+            "median_tgt": float(np.median(cfg.lengths[:, 1])),
+        },
         "models": {},
     }
     models: Dict[str, object] = {}
@@ -250,7 +254,9 @@ def run(cfg: Config) -> Dict[str, object]:
         return {
             "parameters": count_parameters(model),
             "decoding": {
-                f"beam{b}_batch{n}": bench_decoding(model, dictionary, cfg, b, n) for b in cfg.beams for n in cfg.batch_sizes
+                f"beam{b}_batch{n}": bench_decoding(model, dictionary, cfg, b, n)
+                for b in cfg.beams
+                for n in cfg.batch_sizes
             },
             "step_latency_s": bench_step_latency(model, dictionary, cfg),
         }
@@ -300,18 +306,23 @@ def graph_agreement(model, dictionary, cfg: Config, sentences: int = 64) -> Dict
 
     gen = SequenceGenerator([model], dictionary, beam_size=4, max_len_a=0, max_len_b=40)
     rng = np.random.default_rng(11)
-    batches = [random_batch(cfg.lengths[rng.integers(0, len(cfg.lengths), 16)], dictionary, cfg.device, rng)
-               for _ in range(max(1, sentences // 16))]
+    batches = [
+        random_batch(cfg.lengths[rng.integers(0, len(cfg.lengths), 16)], dictionary, cfg.device, rng)
+        for _ in range(max(1, sentences // 16))
+    ]
     found = {}
     for mode in ("off", "auto"):
         model.decoder.static_decoding.mode = mode
         with torch.inference_mode():
-            found[mode] = [h for src, n in batches for h in gen.forward({"net_input": {"src_tokens": src,
-                                                                                         "src_lengths": n}})]
+            found[mode] = [
+                h for src, n in batches for h in gen.forward({"net_input": {"src_tokens": src, "src_lengths": n}})
+            ]
     pairs = list(zip(found["off"], found["auto"]))
     same = sum(a[0]["tokens"].tolist() == b[0]["tokens"].tolist() for a, b in pairs)
-    return {"identical_fraction": same / len(pairs),
-            "max_score_difference": max(abs(float(a[0]["score"]) - float(b[0]["score"])) for a, b in pairs)}
+    return {
+        "identical_fraction": same / len(pairs),
+        "max_score_difference": max(abs(float(a[0]["score"]) - float(b[0]["score"])) for a, b in pairs),
+    }
 
 
 def profile_generation(model, dictionary, cfg: Config, beam: int = 4) -> str:
@@ -334,8 +345,9 @@ def profile_generation(model, dictionary, cfg: Config, beam: int = 4) -> str:
             gen.forward(sample)
             sync(cfg.device)
     header = f"one generation: beam {beam}, batch {batch}, {out_len} steps\n"
-    return header + prof.key_averages().table(sort_by="self_cuda_time_total" if gpu else "self_cpu_time_total",
-                                              row_limit=25)
+    return header + prof.key_averages().table(
+        sort_by="self_cuda_time_total" if gpu else "self_cpu_time_total", row_limit=25
+    )
 
 
 def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> str:
@@ -347,10 +359,20 @@ def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> s
         a, b = models[resmlp], models[transformer]
         lines += ["", f"{resmlp} vs {transformer}", header, "-" * len(header)]
         rows = [("parameters (M)", a["parameters"] / 1e6, b["parameters"] / 1e6, "{:.1f}", False)]
-        rows += [(f"decode {key} sent/s", a["decoding"][key]["sentences_per_s"], b["decoding"][key]["sentences_per_s"],
-                  "{:,.1f}", True) for key in a["decoding"]]
-        rows += [(f"step latency t={t} (ms)", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
-                 for t, s in a["step_latency_s"].items()]
+        rows += [
+            (
+                f"decode {key} sent/s",
+                a["decoding"][key]["sentences_per_s"],
+                b["decoding"][key]["sentences_per_s"],
+                "{:,.1f}",
+                True,
+            )
+            for key in a["decoding"]
+        ]
+        rows += [
+            (f"step latency t={t} (ms)", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
+            for t, s in a["step_latency_s"].items()
+        ]
         for name, x, y, fmt, higher in rows:
             ratio = x / y if higher else y / x
             lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
@@ -358,26 +380,48 @@ def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> s
             if variant not in models:
                 continue
             c, tag = models[variant], variant[len(resmlp) + 1 :]
-            rows = [(f"decode {key} sent/s {tag}", c["decoding"][key]["sentences_per_s"],
-                     b["decoding"][key]["sentences_per_s"], "{:,.1f}", True) for key in c["decoding"]]
-            rows += [(f"step latency t={t} (ms) {tag}", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
-                     for t, s in c["step_latency_s"].items()]
+            rows = [
+                (
+                    f"decode {key} sent/s {tag}",
+                    c["decoding"][key]["sentences_per_s"],
+                    b["decoding"][key]["sentences_per_s"],
+                    "{:,.1f}",
+                    True,
+                )
+                for key in c["decoding"]
+            ]
+            rows += [
+                (f"step latency t={t} (ms) {tag}", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
+                for t, s in c["step_latency_s"].items()
+            ]
             if variant == int8_name(resmlp):
-                rows += [(f"int8 / fp32 ResMLP {key} sent/s", c["decoding"][key]["sentences_per_s"],
-                          a["decoding"][key]["sentences_per_s"], "{:,.1f}", True) for key in c["decoding"]]
+                rows += [
+                    (
+                        f"int8 / fp32 ResMLP {key} sent/s",
+                        c["decoding"][key]["sentences_per_s"],
+                        a["decoding"][key]["sentences_per_s"],
+                        "{:,.1f}",
+                        True,
+                    )
+                    for key in c["decoding"]
+                ]
             for name, x, y, fmt, higher in rows:
                 ratio = x / y if higher else y / x
                 lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
             agreement = report.get("graphs_agreement", {}).get(resmlp)
             if agreement:
-                lines.append(f"graphs on vs off (beam 4, fp16={report['fp16']}): "
-                             f"{100 * agreement['identical_fraction']:.1f}% of hypotheses identical, "
-                             f"largest score difference {agreement['max_score_difference']:.2g}")
+                lines.append(
+                    f"graphs on vs off (beam 4, fp16={report['fp16']}): "
+                    f"{100 * agreement['identical_fraction']:.1f}% of hypotheses identical, "
+                    f"largest score difference {agreement['max_score_difference']:.2g}"
+                )
         lat, base = a["step_latency_s"], b["step_latency_s"]
         ts = sorted(lat)
         if ts:
-            lines.append(f"ResMLP step latency t={ts[-1]} / t={ts[0]}: {lat[ts[-1]] / lat[ts[0]]:.2f}x "
-                         f"(Transformer: {base[ts[-1]] / base[ts[0]]:.2f}x)")
+            lines.append(
+                f"ResMLP step latency t={ts[-1]} / t={ts[0]}: {lat[ts[-1]] / lat[ts[0]]:.2f}x "
+                f"(Transformer: {base[ts[-1]] / base[ts[0]]:.2f}x)"
+            )
     lines.append("ratio > 1 means ResMLP is better (faster, smaller)")
     lines.append("training speed: resmlp-benchmark-train (through fairseq-train itself)")
     return "\n".join(lines)
@@ -393,13 +437,18 @@ def plot(report: Dict[str, object], pairs: Sequence[Sequence[str]], path: Path) 
 
     models = report["models"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    names = [arch for pair in pairs for arch in (pair[0], no_graphs(pair[0]), int8_name(pair[0]), pair[1])
-             if arch in models]
+    names = [
+        arch for pair in pairs for arch in (pair[0], no_graphs(pair[0]), int8_name(pair[0]), pair[1]) if arch in models
+    ]
     keys = list(models[names[0]]["decoding"])
     width = 0.8 / len(names)
     for i, n in enumerate(names):
-        axes[0].bar(np.arange(len(keys)) + i * width, [models[n]["decoding"][k]["sentences_per_s"] for k in keys],
-                    width, label=n)
+        axes[0].bar(
+            np.arange(len(keys)) + i * width,
+            [models[n]["decoding"][k]["sentences_per_s"] for k in keys],
+            width,
+            label=n,
+        )
     axes[0].set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=20, fontsize=8)
     axes[0].set_ylabel("decoding sentences/s")
     axes[0].set_yscale("log")
@@ -407,8 +456,9 @@ def plot(report: Dict[str, object], pairs: Sequence[Sequence[str]], path: Path) 
     for n in names:
         lat = models[n]["step_latency_s"]
         ts = sorted(lat)
-        axes[1].plot(ts, [1e3 * lat[t] for t in ts], marker="o", label=n,
-                     linestyle="-" if n.startswith("resmlp") else "--")
+        axes[1].plot(
+            ts, [1e3 * lat[t] for t in ts], marker="o", label=n, linestyle="-" if n.startswith("resmlp") else "--"
+        )
     axes[1].set_xlabel("decoding step t (prefix length)")
     axes[1].set_ylabel("ms per step")
     axes[1].set_title(f"batch {report['config']['step_batch']} x beam {report['config']['step_beam']}", fontsize=9)
@@ -421,17 +471,31 @@ def plot(report: Dict[str, object], pairs: Sequence[Sequence[str]], path: Path) 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of resmlp-benchmark."""
-    p = argparse.ArgumentParser(prog="resmlp-benchmark", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="resmlp-benchmark",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--fp16", action="store_true", help="half-precision model as fairseq's --fp16 (CUDA only)")
-    p.add_argument("--preset", choices=["full", "tiny"], default="full",
-                   help="tiny: resmlp_tiny vs transformer_tiny and short runs, a smoke test that finishes in seconds")
-    p.add_argument("--pairs", default=None,
-                   help="comma-separated RESMLP_ARCH:TRANSFORMER_ARCH (default: resmlp_6:transformer_wmt_en_de,"
-                        "resmlp_small:transformer_iwslt_de_en)")
-    p.add_argument("--lengths-from", default=None, metavar="DATA_BIN",
-                   help="take sentence lengths from this fairseq data-bin's train split (default: WMT-like)")
+    p.add_argument(
+        "--preset",
+        choices=["full", "tiny"],
+        default="full",
+        help="tiny: resmlp_tiny vs transformer_tiny and short runs, a smoke test that finishes in seconds",
+    )
+    p.add_argument(
+        "--pairs",
+        default=None,
+        help="comma-separated RESMLP_ARCH:TRANSFORMER_ARCH (default: resmlp_6:transformer_wmt_en_de,"
+        "resmlp_small:transformer_iwslt_de_en)",
+    )
+    p.add_argument(
+        "--lengths-from",
+        default=None,
+        metavar="DATA_BIN",
+        help="take sentence lengths from this fairseq data-bin's train split (default: WMT-like)",
+    )
     p.add_argument("--vocab", type=int, default=None, help="dictionary size (default 32000; tiny: 500)")
     p.add_argument("--beams", default=None, help="comma-separated beam sizes (default 1,4,5; cpu: 4)")
     p.add_argument("--batch-sizes", default=None, help="comma-separated decoding batch sizes")
@@ -467,12 +531,17 @@ def config_from_args(a: argparse.Namespace) -> Config:
     def ints(text: Optional[str], default: str) -> List[int]:
         return [int(x) for x in (text or default).split(",") if x]
 
-    default_pairs = "resmlp_tiny:transformer_tiny" if tiny else \
-        "resmlp_6:transformer_wmt_en_de,resmlp_small:transformer_iwslt_de_en"
+    default_pairs = (
+        "resmlp_tiny:transformer_tiny"
+        if tiny
+        else "resmlp_6:transformer_wmt_en_de,resmlp_small:transformer_iwslt_de_en"
+    )
     pairs = [x.split(":") for x in (a.pairs or default_pairs).split(",")]
     for pair in pairs:
         if len(pair) != 2 or any(arch not in ARCH_MODEL_REGISTRY for arch in pair):
-            raise ToolError(f"--pairs: {':'.join(pair)} is not RESMLP_ARCH:TRANSFORMER_ARCH of registered architectures")
+            raise ToolError(
+                f"--pairs: {':'.join(pair)} is not RESMLP_ARCH:TRANSFORMER_ARCH of registered architectures"
+            )
     return Config(
         device=device,
         fp16=a.fp16,
@@ -504,7 +573,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plot(report, cfg.pairs, cfg.out / "benchmark.png")
     print(f"wrote {cfg.out / 'results.json'}, {cfg.out / 'table.txt'} and {cfg.out / 'benchmark.png'}")
     return 0
-
 
 
 if __name__ == "__main__":

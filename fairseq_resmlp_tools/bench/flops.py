@@ -13,15 +13,28 @@ from typing import Dict, Optional, Sequence
 import torch
 
 
-def train_flops_per_target_token(arch: str, vocab: int, src_len: int, tgt_len: int, batch: int, device: str,
-                                 fp16: bool) -> float:
+def train_flops_per_target_token(
+    arch: str, vocab: int, src_len: int, tgt_len: int, batch: int, device: str, fp16: bool
+) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from fairseq_resmlp_tools.bench.decode import Config, build, make_dictionary
 
     dictionary = make_dictionary(vocab)
-    cfg = Config(device=device, fp16=fp16, pairs=[], vocab=vocab, beams=[], batch_sizes=[], decode_sentences=0,
-                 step_lengths=[], step_batch=0, step_beam=0, repeats=0, out=Path("."))
+    cfg = Config(
+        device=device,
+        fp16=fp16,
+        pairs=[],
+        vocab=vocab,
+        beams=[],
+        batch_sizes=[],
+        decode_sentences=0,
+        step_lengths=[],
+        step_batch=0,
+        step_beam=0,
+        repeats=0,
+        out=Path("."),
+    )
     model = build(arch, cfg, dictionary)
     model.train()
     src = torch.randint(dictionary.nspecial, vocab, (batch, src_len), device=device)

@@ -466,8 +466,15 @@ class TrainProfiler:
         self.summary = summarise(profile, top=self.top)
 
 
-def run(train_args: Sequence[str], out: Path, wait: int = 5, warmup: int = 3, active: int = 5,
-        with_stack: bool = False, top: int = 20) -> Dict[str, Any]:
+def run(
+    train_args: Sequence[str],
+    out: Path,
+    wait: int = 5,
+    warmup: int = 3,
+    active: int = 5,
+    with_stack: bool = False,
+    top: int = 20,
+) -> Dict[str, Any]:
     """Profile fairseq-train with ``train_args``; write summary.md, summary.json and the trace to ``out``."""
     from fairseq_cli import train as fairseq_train
 

@@ -29,11 +29,22 @@ def train_command(data: Path, arch: str, a: argparse.Namespace) -> list:
     """The fairseq-train command timed for ``arch``: the recipes' optimizer and criterion, nothing saved."""
     cmd = [
         *fairseq_args.train_command(data, arch),
-        *fairseq_args.adam_inverse_sqrt(5e-4, 100), "--dropout", "0.1",
+        *fairseq_args.adam_inverse_sqrt(5e-4, 100),
+        "--dropout",
+        "0.1",
         *fairseq_args.label_smoothing(0.1),
-        "--max-tokens", str(a.max_tokens), "--max-update", str(a.max_update), "--seed", "1",
-        "--disable-validation", "--no-save", *fairseq_args.logging_args(a.log_interval),
-        "--num-workers", "2", "--skip-invalid-size-inputs-valid-test",
+        "--max-tokens",
+        str(a.max_tokens),
+        "--max-update",
+        str(a.max_update),
+        "--seed",
+        "1",
+        "--disable-validation",
+        "--no-save",
+        *fairseq_args.logging_args(a.log_interval),
+        "--num-workers",
+        "2",
+        "--skip-invalid-size-inputs-valid-test",
     ]
     if a.fp16:
         cmd.append("--fp16")
@@ -89,16 +100,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     archs = a.archs.split(",")
     results = {arch: train_once(a.data, arch, a, a.out / f"{arch}.log") for arch in archs}
     base = results[archs[-1]]
-    lines = [f"fairseq-train, {a.max_update} updates, --max-tokens {a.max_tokens}, fp16={a.fp16}",
-             f"{'arch':<26}{'target tok/s':>14}{'updates/s':>11}{'last loss':>11}{'vs baseline':>13}"]
+    lines = [
+        f"fairseq-train, {a.max_update} updates, --max-tokens {a.max_tokens}, fp16={a.fp16}",
+        f"{'arch':<26}{'target tok/s':>14}{'updates/s':>11}{'last loss':>11}{'vs baseline':>13}",
+    ]
     for arch, r in results.items():
-        lines.append(f"{arch:<26}{r['wps']:>14,.0f}{r['ups']:>11.2f}{r['loss_last']:>11.3f}{r['wps'] / base['wps']:>12.2f}x")
+        lines.append(
+            f"{arch:<26}{r['wps']:>14,.0f}{r['ups']:>11.2f}{r['loss_last']:>11.3f}{r['wps'] / base['wps']:>12.2f}x"
+        )
     table = "\n".join(lines)
     print(table)
     (a.out / "train_speed.json").write_text(json.dumps(results, indent=2))
     (a.out / "train_speed.txt").write_text(table + "\n")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 
-def build(srcs: List[Path], tgts: List[Path], vocab: int, dict_size: int, out: Path, repeat: int = 1,
-          test: Optional[List[Path]] = None) -> Path:
+def build(
+    srcs: List[Path],
+    tgts: List[Path],
+    vocab: int,
+    dict_size: int,
+    out: Path,
+    repeat: int = 1,
+    test: Optional[List[Path]] = None,
+) -> Path:
     import sentencepiece as spm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -28,8 +35,12 @@ def build(srcs: List[Path], tgts: List[Path], vocab: int, dict_size: int, out: P
     if sum(1 for _ in open(raw["src"], encoding="utf-8")) != sum(1 for _ in open(raw["tgt"], encoding="utf-8")):
         raise SystemExit(f"error: {raw['src']} and {raw['tgt']} have different line counts")
     spm.SentencePieceTrainer.train(
-        input=f"{raw['src']},{raw['tgt']}", model_prefix=str(out / "spm"), vocab_size=vocab,
-        character_coverage=1.0, model_type="unigram", minloglevel=2,
+        input=f"{raw['src']},{raw['tgt']}",
+        model_prefix=str(out / "spm"),
+        vocab_size=vocab,
+        character_coverage=1.0,
+        model_type="unigram",
+        minloglevel=2,
     )
     sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
     counts = {}
@@ -51,16 +62,35 @@ def build(srcs: List[Path], tgts: List[Path], vocab: int, dict_size: int, out: P
     if test:  # a test split in the same SentencePiece and dictionary (for fairseq-generate timings)
         for side, path in zip(("src", "tgt"), test):
             lines = path.read_text(encoding="utf-8").splitlines()
-            (out / f"test.spm.{side}").write_text("".join(" ".join(sp.encode(x, out_type=str)) + "\n" for x in lines),
-                                                  encoding="utf-8")
+            (out / f"test.spm.{side}").write_text(
+                "".join(" ".join(sp.encode(x, out_type=str)) + "\n" for x in lines), encoding="utf-8"
+            )
         extra = ["--testpref", str(out / "test.spm")]
     data_bin = out / "data-bin"
     subprocess.run(
-        [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src", "--target-lang", "tgt",
-         "--trainpref", str(out / "train.spm"), "--validpref", str(out / "train.spm"),
-         "--srcdict", str(out / "dict.txt"), "--joined-dictionary", "--destdir", str(data_bin), "--workers", "8",
-         *extra],
-        check=True, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "fairseq_cli.preprocess",
+            "--source-lang",
+            "src",
+            "--target-lang",
+            "tgt",
+            "--trainpref",
+            str(out / "train.spm"),
+            "--validpref",
+            str(out / "train.spm"),
+            "--srcdict",
+            str(out / "dict.txt"),
+            "--joined-dictionary",
+            "--destdir",
+            str(data_bin),
+            "--workers",
+            "8",
+            *extra,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     return data_bin
 

@@ -34,7 +34,8 @@ def repair_last_checkpoint(save_dir: Path) -> Optional[str]:
         return None
     candidates = sorted(
         (p for p in save_dir.glob("checkpoint*.pt") if p.name != last.name and "avg" not in p.name),
-        key=lambda p: p.stat().st_mtime, reverse=True,
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
     )
     for candidate in candidates:
         if is_intact_checkpoint(candidate):

@@ -26,8 +26,18 @@ def train_command(data_bin: Path, arch: str, src: Optional[str] = None, tgt: Opt
 
 def adam_inverse_sqrt(lr: float, warmup: int, warmup_init_lr: Optional[float] = None) -> List[str]:
     """Adam (0.9, 0.98) with linear warm-up then inverse square-root decay (Vaswani et al.; fairseq's examples)."""
-    args = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(lr), "--lr-scheduler", "inverse_sqrt",
-            "--warmup-updates", str(warmup)]
+    args = [
+        "--optimizer",
+        "adam",
+        "--adam-betas",
+        "(0.9, 0.98)",
+        "--lr",
+        str(lr),
+        "--lr-scheduler",
+        "inverse_sqrt",
+        "--warmup-updates",
+        str(warmup),
+    ]
     if warmup_init_lr is not None:
         args += ["--warmup-init-lr", str(warmup_init_lr)]
     return args
@@ -44,9 +54,12 @@ def valid_bleu_args() -> List[str]:
     because fairseq crashes (KeyError 'bleu') when a validation produces no n-gram matches at all."""
     return [
         "--eval-bleu",
-        "--eval-bleu-args", json.dumps({"beam": 1, "max_len_a": 1.2, "max_len_b": 10}),
-        "--eval-bleu-detok", "space",
-        "--eval-bleu-remove-bpe", "sentencepiece",
+        "--eval-bleu-args",
+        json.dumps({"beam": 1, "max_len_a": 1.2, "max_len_b": 10}),
+        "--eval-bleu-detok",
+        "space",
+        "--eval-bleu-remove-bpe",
+        "sentencepiece",
     ]
 
 

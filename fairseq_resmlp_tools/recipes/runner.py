@@ -125,8 +125,14 @@ def _run_step(step: Step) -> None:
         log.flush()
     try:
         proc = subprocess.Popen(
-            step.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-            env={**os.environ, **step.env}, preexec_fn=die_with_parent, bufsize=1,
+            step.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env={**os.environ, **step.env},
+            preexec_fn=die_with_parent,
+            bufsize=1,
         )
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -43,20 +43,33 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -
     cmd = [
         *fairseq_args.train_command(args.data / "data-bin", args.arch, src, tgt),
         *fairseq_args.adam_inverse_sqrt(args.lr, args.warmup, warmup_init_lr=1e-07),
-        "--clip-norm", "0.0", "--weight-decay", "0.0001",
+        "--clip-norm",
+        "0.0",
+        "--weight-decay",
+        "0.0001",
         *fairseq_args.label_smoothing(0.1),
-        "--max-tokens", str(args.max_tokens),
+        "--max-tokens",
+        str(args.max_tokens),
         # Validation BLEU decodes step by step: bigger validation batches mean fewer decoding loops.
-        "--max-tokens-valid", str(4 * args.max_tokens),
+        "--max-tokens-valid",
+        str(4 * args.max_tokens),
         # fairseq's default multiple of 8 drops up to 7 validation sentences; 1 keeps them all.
-        "--required-batch-size-multiple", "1",
-        "--stop-time-hours", f"{args.time_budget_minutes / 60:.6g}",
-        "--save-dir", str(args.save_dir),
+        "--required-batch-size-multiple",
+        "1",
+        "--stop-time-hours",
+        f"{args.time_budget_minutes / 60:.6g}",
+        "--save-dir",
+        str(args.save_dir),
         # Validating and saving (a few hundred MB per checkpoint) cost time out of the budget: do both every
         # --save-interval epochs. The kept epoch checkpoints are the ones averaged at the end.
-        "--save-interval", str(args.save_interval), "--validate-interval", str(args.save_interval),
-        "--keep-last-epochs", str(args.average_last),
-        "--seed", str(args.seed),
+        "--save-interval",
+        str(args.save_interval),
+        "--validate-interval",
+        str(args.save_interval),
+        "--keep-last-epochs",
+        str(args.average_last),
+        "--seed",
+        str(args.seed),
         *fairseq_args.logging_args(args.log_interval),
     ]
     if args.dropout is not None:
@@ -75,11 +88,29 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     save = args.save_dir
     commands = [
         steps.train_step(train_command(args, src, tgt, use_gpu), save),
-        *steps.finishing_steps(save, "--num-epoch-checkpoints", args.average_last, [
-            "--data", str(args.data), "--split", args.split, "--source-lang", src, "--target-lang", tgt,
-            "--beam", str(args.beam), "--lenpen", str(args.lenpen),
-            "--output", str(save / "eval" / f"{args.split}_avg.json"), *([] if use_gpu else ["--cpu"]),
-        ], label=args.arch),
+        *steps.finishing_steps(
+            save,
+            "--num-epoch-checkpoints",
+            args.average_last,
+            [
+                "--data",
+                str(args.data),
+                "--split",
+                args.split,
+                "--source-lang",
+                src,
+                "--target-lang",
+                tgt,
+                "--beam",
+                str(args.beam),
+                "--lenpen",
+                str(args.lenpen),
+                "--output",
+                str(save / "eval" / f"{args.split}_avg.json"),
+                *([] if use_gpu else ["--cpu"]),
+            ],
+            label=args.arch,
+        ),
     ]
     device = "1 GPU, fp16" if use_gpu else "CPU"
     title = f"{args.arch} on {args.data} {src}->{tgt}, {args.time_budget_minutes:g} min of training on {device}"
@@ -87,22 +118,45 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="resmlp-train-small", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="resmlp-train-small", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--arch", choices=ARCHS, default="resmlp_small", help="model architecture (default %(default)s)")
-    p.add_argument("--data", type=Path, required=True, help="data_prep output directory (manifest.json, spm.model, raw/, data-bin/)")
-    p.add_argument("--time-budget-minutes", type=float, default=10.0,
-                   help="cumulative training time, validation and checkpointing included (default %(default)s)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data_prep output directory (manifest.json, spm.model, raw/, data-bin/)",
+    )
+    p.add_argument(
+        "--time-budget-minutes",
+        type=float,
+        default=10.0,
+        help="cumulative training time, validation and checkpointing included (default %(default)s)",
+    )
     p.add_argument("--save-dir", type=Path, help="run directory (default runs/small_DATA_SRC-TGT_ARCH)")
     p.add_argument("--source-lang", help="source language (default: the manifest's source)")
     p.add_argument("--target-lang", help="target language (default: the manifest's target)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default %(default)s)")
     p.add_argument("--warmup", type=int, default=1000, help="linear warm-up updates (default %(default)s)")
-    p.add_argument("--dropout", type=float, help="dropout (default: the architecture's: 0.3 for resmlp_small, 0.1 for transformer_iwslt_de_en)")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        help="dropout (default: the architecture's: 0.3 for resmlp_small, 0.1 for transformer_iwslt_de_en)",
+    )
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch (default %(default)s)")
-    p.add_argument("--save-interval", type=int, default=1,
-                   help="validate and save a checkpoint every N epochs (default %(default)s)")
-    p.add_argument("--average-last", type=int, default=5,
-                   help="average the last N saved epoch checkpoints; 0: evaluate checkpoint_last.pt (default %(default)s)")
+    p.add_argument(
+        "--save-interval",
+        type=int,
+        default=1,
+        help="validate and save a checkpoint every N epochs (default %(default)s)",
+    )
+    p.add_argument(
+        "--average-last",
+        type=int,
+        default=5,
+        help="average the last N saved epoch checkpoints; 0: evaluate checkpoint_last.pt (default %(default)s)",
+    )
     p.add_argument("--split", default="test", help="data split to evaluate (default %(default)s)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     steps.add_recipe_args(p, log_interval=50)
@@ -119,7 +173,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.save_interval < 1:
         raise ToolError("--save-interval must be at least 1")
     return steps.run_recipe(build_recipe(args), args.dry_run, args.save_dir / "eval" / f"{args.split}_avg.json")
-
 
 
 if __name__ == "__main__":

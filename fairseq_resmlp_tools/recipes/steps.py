@@ -51,7 +51,9 @@ def tool(module: str) -> List[str]:
     return [sys.executable, "-m", f"fairseq_resmlp_tools.{module}"]
 
 
-def finishing_steps(save: Path, average_flag: str, average_last: int, evaluate_args: List[str], label: str) -> List[Step]:
+def finishing_steps(
+    save: Path, average_flag: str, average_last: int, evaluate_args: List[str], label: str
+) -> List[Step]:
     """What every recipe does after training: average the last checkpoints, evaluate the average, plot.
 
     ``average_flag`` is ``--num-epoch-checkpoints`` or ``--num-update-checkpoints``; ``evaluate_args`` are the
@@ -62,8 +64,19 @@ def finishing_steps(save: Path, average_flag: str, average_last: int, evaluate_a
         return [Step("evaluate", [*tool("evaluate"), str(save / "checkpoint_last.pt"), *evaluate_args]), plot]
     average = save / f"checkpoint_avg{average_last}.pt"
     return [
-        Step("average", [*tool("average"), "--inputs", str(save), average_flag, str(average_last), "--allow-fewer",
-                         "--output", str(average)]),
+        Step(
+            "average",
+            [
+                *tool("average"),
+                "--inputs",
+                str(save),
+                average_flag,
+                str(average_last),
+                "--allow-fewer",
+                "--output",
+                str(average),
+            ],
+        ),
         Step("evaluate", [*tool("evaluate"), str(average), *evaluate_args]),
         plot,
     ]
@@ -87,13 +100,26 @@ def run_recipe(recipe: Recipe, dry_run: bool, result: Path) -> int:
 
 def add_recipe_args(p: argparse.ArgumentParser, log_interval: int) -> None:
     """The options every recipe has; call last (the fairseq-train options after ``--`` end the command line)."""
-    p.add_argument("--beam", type=int, default=4, help="beam size for the evaluation (default %(default)s, the paper's)")
-    p.add_argument("--no-valid-bleu", dest="valid_bleu", action="store_false",
-                   help="do not compute validation BLEU during training (faster; the plot then has no BLEU)")
+    p.add_argument(
+        "--beam", type=int, default=4, help="beam size for the evaluation (default %(default)s, the paper's)"
+    )
+    p.add_argument(
+        "--no-valid-bleu",
+        dest="valid_bleu",
+        action="store_false",
+        help="do not compute validation BLEU during training (faster; the plot then has no BLEU)",
+    )
     p.add_argument("--lenpen", type=float, default=1.0, help="length penalty for the evaluation (default %(default)s)")
-    p.add_argument("--log-interval", type=int, default=log_interval,
-                   help="updates between training log records (default %(default)s)")
+    p.add_argument(
+        "--log-interval",
+        type=int,
+        default=log_interval,
+        help="updates between training log records (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
-    p.add_argument("fairseq_args", nargs=argparse.REMAINDER,
-                   help="after --: more fairseq-train options (they win over the recipe's)")
+    p.add_argument(
+        "fairseq_args",
+        nargs=argparse.REMAINDER,
+        help="after --: more fairseq-train options (they win over the recipe's)",
+    )

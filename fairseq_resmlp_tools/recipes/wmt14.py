@@ -56,23 +56,40 @@ def update_freq(batch_tokens: int, max_tokens: int, gpus: int) -> int:
 def train_command(args: argparse.Namespace, src: str, tgt: str, gpus: int) -> List[str]:
     cmd = [
         *fairseq_args.train_command(args.data / "data-bin", args.arch, src, tgt),
-        "--layerscale-init", "0.2",
-        "--dropout", str(args.dropout if args.dropout is not None else paper_dropout(args.pair)),
-        "--optimizer", "adagrad", "--lr", str(args.lr),
-        "--lr-scheduler", "fixed", "--warmup-updates", str(args.warmup),
+        "--layerscale-init",
+        "0.2",
+        "--dropout",
+        str(args.dropout if args.dropout is not None else paper_dropout(args.pair)),
+        "--optimizer",
+        "adagrad",
+        "--lr",
+        str(args.lr),
+        "--lr-scheduler",
+        "fixed",
+        "--warmup-updates",
+        str(args.warmup),
         *fairseq_args.label_smoothing(0.1),
-        "--max-tokens", str(args.max_tokens),
-        "--update-freq", str(update_freq(args.batch_tokens, args.max_tokens, gpus)),
-        "--max-update", str(args.max_update),
-        "--save-dir", str(args.save_dir),
-        "--save-interval-updates", str(args.save_interval_updates),
-        "--keep-interval-updates", str(max(args.average_last, 1)),
-        "--keep-last-epochs", "1",
+        "--max-tokens",
+        str(args.max_tokens),
+        "--update-freq",
+        str(update_freq(args.batch_tokens, args.max_tokens, gpus)),
+        "--max-update",
+        str(args.max_update),
+        "--save-dir",
+        str(args.save_dir),
+        "--save-interval-updates",
+        str(args.save_interval_updates),
+        "--keep-interval-updates",
+        str(max(args.average_last, 1)),
+        "--keep-last-epochs",
+        "1",
         # Validation (newstest2013) only monitors training: an over-long sentence is skipped there rather than
         # stopping the run. The final evaluation never skips: resmlp-evaluate checks every line is translated.
         "--skip-invalid-size-inputs-valid-test",
-        "--required-batch-size-multiple", "1",
-        "--seed", str(args.seed),
+        "--required-batch-size-multiple",
+        "1",
+        "--seed",
+        str(args.seed),
         *fairseq_args.logging_args(args.log_interval),
     ]
     if args.valid_bleu:
@@ -90,36 +107,71 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     save = args.save_dir
     commands = [
         steps.train_step(train_command(args, data_src, data_tgt, gpus), save),
-        *steps.finishing_steps(save, "--num-update-checkpoints", args.average_last, [
-            "--data", str(args.data), "--split", "test", "--source-lang", data_src, "--target-lang", data_tgt,
-            "--beam", str(args.beam), "--lenpen", str(args.lenpen), "--output", str(save / "eval" / "test_avg.json"),
-            *(["--fp16"] if gpus > 0 else ["--cpu"]),
-        ], label=f"{args.arch} {args.pair}"),
+        *steps.finishing_steps(
+            save,
+            "--num-update-checkpoints",
+            args.average_last,
+            [
+                "--data",
+                str(args.data),
+                "--split",
+                "test",
+                "--source-lang",
+                data_src,
+                "--target-lang",
+                data_tgt,
+                "--beam",
+                str(args.beam),
+                "--lenpen",
+                str(args.lenpen),
+                "--output",
+                str(save / "eval" / "test_avg.json"),
+                *(["--fp16"] if gpus > 0 else ["--cpu"]),
+            ],
+            label=f"{args.arch} {args.pair}",
+        ),
     ]
     per_update = args.max_tokens * max(gpus, 1) * update_freq(args.batch_tokens, args.max_tokens, gpus)
     device = f"{gpus} GPU(s), fp16" if gpus else "CPU"
-    title = (f"{args.arch} WMT14 {src}->{tgt} on {device}: up to {per_update:,} tokens per update "
-             f"(target {args.batch_tokens:,}), {args.max_update:,} updates")
+    title = (
+        f"{args.arch} WMT14 {src}->{tgt} on {device}: up to {per_update:,} tokens per update "
+        f"(target {args.batch_tokens:,}), {args.max_update:,} updates"
+    )
     return Recipe(save, commands, title)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="resmlp-train-wmt14", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="resmlp-train-wmt14", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pair", choices=PAIRS, required=True, help="translation direction, source first")
     p.add_argument("--arch", choices=("resmlp_6", "resmlp_12"), default="resmlp_6", help="model (default %(default)s)")
-    p.add_argument("--data", type=Path, required=True, help="data_prep.wmt14 output directory (manifest.json, spm.model, raw/, data-bin/)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data_prep.wmt14 output directory (manifest.json, spm.model, raw/, data-bin/)",
+    )
     p.add_argument("--save-dir", type=Path, help="run directory (default runs/wmt14_PAIR_ARCH)")
     p.add_argument("--gpus", type=int, help="GPUs to train on (default: all visible)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU (only to try the recipe out)")
     p.add_argument("--max-tokens", type=int, default=8192, help="tokens per GPU per forward pass (default %(default)s)")
-    p.add_argument("--batch-tokens", type=int, default=OTT_BATCH_TOKENS,
-                   help="tokens per update to reach with --update-freq (default %(default)s = 3584 x 128, Ott et al. 2018)")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=OTT_BATCH_TOKENS,
+        help="tokens per update to reach with --update-freq (default %(default)s = 3584 x 128, Ott et al. 2018)",
+    )
     p.add_argument("--max-update", type=int, default=100_000, help="training updates (default %(default)s)")
     p.add_argument("--lr", type=float, default=0.2, help="Adagrad learning rate after warm-up (default %(default)s)")
     p.add_argument("--warmup", type=int, default=32_000, help="linear warm-up updates (default %(default)s)")
     p.add_argument("--dropout", type=float, help="dropout (default 0.15 for En-De, 0.1 for En-Fr)")
-    p.add_argument("--save-interval-updates", type=int, default=1000, help="checkpoint every N updates (default %(default)s)")
-    p.add_argument("--average-last", type=int, default=10, help="average the last N update checkpoints (default %(default)s)")
+    p.add_argument(
+        "--save-interval-updates", type=int, default=1000, help="checkpoint every N updates (default %(default)s)"
+    )
+    p.add_argument(
+        "--average-last", type=int, default=10, help="average the last N update checkpoints (default %(default)s)"
+    )
     steps.add_recipe_args(p, log_interval=100)
     return p
 
@@ -132,7 +184,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.max_tokens < 1 or args.batch_tokens < 1:
         raise ToolError("--max-tokens and --batch-tokens must be positive")
     return steps.run_recipe(build_recipe(args), args.dry_run, args.save_dir / "eval" / "test_avg.json")
-
 
 
 if __name__ == "__main__":
