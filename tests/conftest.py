@@ -31,3 +31,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if "shared_data" in names:
             item.add_marker(pytest.mark.needs_data)
+
+
+@pytest.fixture(scope="session")
+def v1_data_dir(tmp_path_factory) -> Path:
+    """A data directory holding the dictionaries of the 0.1.0 checkpoint fixture (tests/data/checkpoint_v1)."""
+    import shutil
+
+    from helpers import V1_CHECKPOINT_DIR
+
+    data = tmp_path_factory.mktemp("v1-data")
+    for name in ("dict.src.txt", "dict.tgt.txt"):
+        shutil.copy(V1_CHECKPOINT_DIR / name, data / name)
+    return data

@@ -117,3 +117,20 @@ def prepare_toy_data_bin(folder: Path, vocab_size: int, seed: int = 0) -> dict:
         cwd=folder,
     )
     return corpus
+
+
+# The checkpoint written by fairseq-resmlp 0.1.0 (state-dict version 1; tests/data/checkpoint_v1/README.md).
+V1_CHECKPOINT_DIR = Path(__file__).resolve().parent / "data" / "checkpoint_v1"
+
+
+def load_v1_hub(data_dir: Path, folder: Path = V1_CHECKPOINT_DIR, **overrides) -> "ResMLPModel":
+    """The trained fixture through the hub interface, in eval mode (``data_dir`` holds its dictionaries)."""
+    hub = ResMLPModel.from_pretrained(
+        str(folder),
+        checkpoint_file="checkpoint.pt",
+        data_name_or_path=str(data_dir),
+        source_lang="src",
+        target_lang="tgt",
+        **overrides,
+    )
+    return hub.eval()

@@ -2,26 +2,17 @@
 translates exactly as it did (tests/data/checkpoint_v1/README.md says how it was made)."""
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import V1_CHECKPOINT_DIR, load_v1_hub
 
-from fairseq_resmlp import ResMLPModel
-
-FIXTURE = Path(__file__).resolve().parent / "data" / "checkpoint_v1"
+FIXTURE = V1_CHECKPOINT_DIR
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    data = tmp_path_factory.mktemp("v1-data")
-    for name in ("dict.src.txt", "dict.tgt.txt"):
-        shutil.copy(FIXTURE / name, data / name)
-    model = ResMLPModel.from_pretrained(
-        str(FIXTURE), checkpoint_file="checkpoint.pt", data_name_or_path=str(data), source_lang="src", target_lang="tgt"
-    )
-    return model.eval()
+def hub(v1_data_dir):
+    return load_v1_hub(v1_data_dir)
 
 
 def test_v1_keys_are_renamed_and_versioned(hub):

@@ -3,7 +3,6 @@ the plugin's translations: greedy and beam search, every hypothesis, scores to 1
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from fairseq.sequence_generator import SequenceGenerator
-from helpers import build_model, random_tokens
+from helpers import V1_CHECKPOINT_DIR, build_model, load_v1_hub, random_tokens
 
-from fairseq_resmlp import ResMLPModel, quantize_int8
+from fairseq_resmlp import quantize_int8
 from fairseq_resmlp.export import export_model
 from fairseq_resmlp.export_runtime import ExportedTranslator
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = Path(__file__).resolve().parent / "data" / "checkpoint_v1"
+FIXTURE = V1_CHECKPOINT_DIR
 RUNTIME = ROOT / "fairseq_resmlp" / "export_runtime.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
 
@@ -39,24 +38,13 @@ def export_cli(*args, check=True):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    data = tmp_path_factory.mktemp("v1-data")
-    for name in ("dict.src.txt", "dict.tgt.txt"):
-        shutil.copy(FIXTURE / name, data / name)
-    return data
+def data_dir(v1_data_dir):
+    return v1_data_dir
 
 
 @pytest.fixture(scope="module")
-def hub(data_dir):
-    model = ResMLPModel.from_pretrained(
-        str(FIXTURE),
-        checkpoint_file="checkpoint.pt",
-        data_name_or_path=str(data_dir),
-        source_lang="src",
-        target_lang="tgt",
-    )
-    model.eval()
-    return model
+def hub(v1_data_dir):
+    return load_v1_hub(v1_data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -4,44 +4,31 @@ close to float32, and the option works through the hub and through fairseq-inter
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import build_model
+from helpers import V1_CHECKPOINT_DIR, build_model, load_v1_hub
 
-from fairseq_resmlp import ResMLPModel, quantize_int8
+from fairseq_resmlp import quantize_int8
 from fairseq_resmlp.quantize import is_int8
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = Path(__file__).resolve().parent / "data" / "checkpoint_v1"
+FIXTURE = V1_CHECKPOINT_DIR
 USER_DIR = str(ROOT / "fairseq_resmlp")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
 SOURCES = json.loads((FIXTURE / "expected.json").read_text())["sources"]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    data = tmp_path_factory.mktemp("v1-data")
-    for name in ("dict.src.txt", "dict.tgt.txt"):
-        shutil.copy(FIXTURE / name, data / name)
-    return data
+def data_dir(v1_data_dir):
+    return v1_data_dir
 
 
 def load(data_dir, folder=FIXTURE, **kwargs):
-    hub = ResMLPModel.from_pretrained(
-        str(folder),
-        checkpoint_file="checkpoint.pt",
-        data_name_or_path=str(data_dir),
-        source_lang="src",
-        target_lang="tgt",
-        **kwargs,
-    )
-    hub.eval()
-    return hub
+    return load_v1_hub(data_dir, folder, **kwargs)
 
 
 @pytest.fixture(scope="module")

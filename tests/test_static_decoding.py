@@ -6,32 +6,23 @@ finishes sentences at different steps, so the batch shrinks during generation.
 """
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from fairseq import search
 from fairseq.data import data_utils
 from fairseq.sequence_generator import SequenceGenerator
+from helpers import V1_CHECKPOINT_DIR, load_v1_hub
 
-from fairseq_resmlp import ResMLPModel
-
-FIXTURE = Path(__file__).resolve().parent / "data" / "checkpoint_v1"
+FIXTURE = V1_CHECKPOINT_DIR
 # On a GPU machine the same tests check the CUDA-graph replay ("auto"); on the CPU the fixed-shape step runs eagerly.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 MODE = "auto" if DEVICE == "cuda" else "eager"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    data = tmp_path_factory.mktemp("v1-data")
-    for name in ("dict.src.txt", "dict.tgt.txt"):
-        shutil.copy(FIXTURE / name, data / name)
-    model = ResMLPModel.from_pretrained(
-        str(FIXTURE), checkpoint_file="checkpoint.pt", data_name_or_path=str(data), source_lang="src", target_lang="tgt"
-    )
-    return model.eval().to(DEVICE)
+def hub(v1_data_dir):
+    return load_v1_hub(v1_data_dir).to(DEVICE)
 
 
 @pytest.fixture(scope="module")

@@ -350,6 +350,26 @@ def profile_generation(model, dictionary, cfg: Config, beam: int = 4) -> str:
     )
 
 
+def _comparison_rows(x: Dict, y: Dict, tag: str = "") -> List[tuple]:
+    """Rows (name, x value, y value, format, higher is better) comparing two models' measurements."""
+    suffix = f" {tag}" if tag else ""
+    rows = [
+        (
+            f"decode {key} sent/s{suffix}",
+            x["decoding"][key]["sentences_per_s"],
+            y["decoding"][key]["sentences_per_s"],
+            "{:,.1f}",
+            True,
+        )
+        for key in x["decoding"]
+    ]
+    rows += [
+        (f"step latency t={t} (ms){suffix}", 1e3 * s, 1e3 * y["step_latency_s"][t], "{:.2f}", False)
+        for t, s in x["step_latency_s"].items()
+    ]
+    return rows
+
+
 def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> str:
     """The printed comparison: one block per pair, ratio > 1 where ResMLP is better."""
     models = report["models"]
@@ -359,55 +379,20 @@ def format_table(report: Dict[str, object], pairs: Sequence[Sequence[str]]) -> s
         a, b = models[resmlp], models[transformer]
         lines += ["", f"{resmlp} vs {transformer}", header, "-" * len(header)]
         rows = [("parameters (M)", a["parameters"] / 1e6, b["parameters"] / 1e6, "{:.1f}", False)]
-        rows += [
-            (
-                f"decode {key} sent/s",
-                a["decoding"][key]["sentences_per_s"],
-                b["decoding"][key]["sentences_per_s"],
-                "{:,.1f}",
-                True,
-            )
-            for key in a["decoding"]
-        ]
-        rows += [
-            (f"step latency t={t} (ms)", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
-            for t, s in a["step_latency_s"].items()
-        ]
+        rows += _comparison_rows(a, b)
+        for variant in (int8_name(resmlp), no_graphs(resmlp)):
+            if variant in models:
+                rows += _comparison_rows(models[variant], b, variant[len(resmlp) + 1 :])
+        if int8_name(resmlp) in models:
+            rows += [
+                (f"int8 / fp32 ResMLP {name[7:]}", x, y, fmt, higher)
+                for name, x, y, fmt, higher in _comparison_rows(models[int8_name(resmlp)], a)
+                if name.startswith("decode ")
+            ]
         for name, x, y, fmt, higher in rows:
             ratio = x / y if higher else y / x
             lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
-        for variant in (int8_name(resmlp), no_graphs(resmlp)):
-            if variant not in models:
-                continue
-            c, tag = models[variant], variant[len(resmlp) + 1 :]
-            rows = [
-                (
-                    f"decode {key} sent/s {tag}",
-                    c["decoding"][key]["sentences_per_s"],
-                    b["decoding"][key]["sentences_per_s"],
-                    "{:,.1f}",
-                    True,
-                )
-                for key in c["decoding"]
-            ]
-            rows += [
-                (f"step latency t={t} (ms) {tag}", 1e3 * s, 1e3 * b["step_latency_s"][t], "{:.2f}", False)
-                for t, s in c["step_latency_s"].items()
-            ]
-            if variant == int8_name(resmlp):
-                rows += [
-                    (
-                        f"int8 / fp32 ResMLP {key} sent/s",
-                        c["decoding"][key]["sentences_per_s"],
-                        a["decoding"][key]["sentences_per_s"],
-                        "{:,.1f}",
-                        True,
-                    )
-                    for key in c["decoding"]
-                ]
-            for name, x, y, fmt, higher in rows:
-                ratio = x / y if higher else y / x
-                lines.append(f"{name:<40}{fmt.format(x):>14}{fmt.format(y):>14}{ratio:>7.2f}x")
+        if no_graphs(resmlp) in models:
             agreement = report.get("graphs_agreement", {}).get(resmlp)
             if agreement:
                 lines.append(
