@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Dict
 
 import torch
-from helpers import write_cipher_corpus
 from test_end_to_end import USER_DIR, run
+
+from fairseq_resmlp_tools.toy_data import write_toy_corpus
 
 UPDATES = 20  # the first epoch of the toy corpus has about 30; the interruption is at half
 
@@ -81,7 +82,7 @@ def train(folder: Path, save_dir: str, max_update: int) -> Dict[int, float]:
 
 
 def test_dropout_training_learns_and_resumes_exactly(tmp_path):
-    write_cipher_corpus(tmp_path, sizes={"train": 1500, "valid": 20}, vocab=12)
+    write_toy_corpus(tmp_path, sizes={"train": 1500, "valid": 20})
     run(
         [
             "fairseq-preprocess",
