@@ -323,7 +323,7 @@ def train_log(data: Path, save: Path, criterion: str) -> list:
 
 
 def test_fairseq_train_logs_the_same_losses(tmp_path):
-    from scripts._toy_data import build_toy_data
+    from fairseq_resmlp_tools.toy_data import build_toy_data
 
     data = build_toy_data(tmp_path / "data", n_train=300, n_valid=16, n_test=4) / "data-bin"
     stock = train_log(data, tmp_path / "stock", "label_smoothed_cross_entropy")

@@ -67,7 +67,7 @@ def run(cmd: list) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from scripts._toy_data import build_toy_data
+    from fairseq_resmlp_tools.toy_data import build_toy_data
 
     return build_toy_data(tmp_path_factory.mktemp("profile") / "data", n_train=300, n_valid=8, n_test=4) / "data-bin"
 
