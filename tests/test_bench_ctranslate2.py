@@ -23,8 +23,11 @@ def _restore_threads():
 def test_fairseq_systems_and_report(tmp_path, capsys):
     assert ctranslate2_cpu.main([*TINY, "--no-ctranslate2", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["systems"] == ["ResMLP fp32 (resmlp_tiny)", "ResMLP int8 (resmlp_tiny)",
-                                 "Transformer fp32 (transformer_tiny)"]
+    assert report["systems"] == [
+        "ResMLP fp32 (resmlp_tiny)",
+        "ResMLP int8 (resmlp_tiny)",
+        "Transformer fp32 (transformer_tiny)",
+    ]
     for bs in ("1", "2"):
         for entry in report["results"][bs].values():
             assert entry["decoder_steps_per_sentence"] == 29  # 28 tokens + EOS, checked for every sentence
@@ -50,7 +53,9 @@ def test_missing_ctranslate2_says_how_to_install(tmp_path, capsys):
     assert "pip install ctranslate2" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not HAS_CT2, reason="ctranslate2 is not installed (CI does not install it; pip install ctranslate2)")
+@pytest.mark.skipif(
+    not HAS_CT2, reason="ctranslate2 is not installed (CI does not install it; pip install ctranslate2)"
+)
 def test_ctranslate2_int8_same_lengths(tmp_path, capsys):
     assert ctranslate2_cpu.main([*TINY, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "results.json").read_text())

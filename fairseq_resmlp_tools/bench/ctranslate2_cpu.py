@@ -37,8 +37,10 @@ if TYPE_CHECKING:  # torch and fairseq are imported when the benchmark runs, not
     import torch
     from fairseq.data import Dictionary
 
-INSTALL_HINT = ("ctranslate2 is not importable: install it with `pip install ctranslate2` (or "
-                "`pip install --target DIR ctranslate2` and PYTHONPATH=DIR), or leave it out with --no-ctranslate2")
+INSTALL_HINT = (
+    "ctranslate2 is not importable: install it with `pip install ctranslate2` (or "
+    "`pip install --target DIR ctranslate2` and PYTHONPATH=DIR), or leave it out with --no-ctranslate2"
+)
 SRC, TGT = "src", "tgt"
 CT2_NAME = "CTranslate2 int8"
 
@@ -81,18 +83,44 @@ def save_random_checkpoint(arch: str, data_dir: Path, path: Path) -> Path:
     # fairseq's own parser fills every task and model option, so that any fairseq reader (fairseq-generate,
     # CTranslate2's converter, which rebuilds the model from checkpoint["args"]) finds what it expects.
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [
-        str(data_dir), "--task", "translation", "-s", SRC, "-t", TGT, "--arch", arch, "--share-all-embeddings",
-        "--user-dir", str(user_dir()), "--cpu", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "4096",
-    ])
+    args = options.parse_args_and_arch(
+        parser,
+        [
+            str(data_dir),
+            "--task",
+            "translation",
+            "-s",
+            SRC,
+            "-t",
+            TGT,
+            "--arch",
+            arch,
+            "--share-all-embeddings",
+            "--user-dir",
+            str(user_dir()),
+            "--cpu",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e-3",
+            "--max-tokens",
+            "4096",
+        ],
+    )
     task = tasks.setup_task(args)
     torch.manual_seed(0)
     model = task.build_model(args)
     state = {
         "args": args,
         "model": model.state_dict(),
-        "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "FairseqAdam",
-                               "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+        "optimizer_history": [
+            {
+                "criterion_name": "CrossEntropyCriterion",
+                "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": None},
+                "num_updates": 0,
+            }
+        ],
         "extra_state": {"train_iterator": None},
         "last_optimizer_state": None,
     }
@@ -128,9 +156,14 @@ def convert_to_ctranslate2(checkpoint: Path, data_dir: Path, out: Path) -> Path:
     from fairseq_resmlp_tools.fairseq_io import user_dir
 
     # Our own checkpoint, pickled with an argparse.Namespace: trusted, so unsafe (non weights-only) loading is fine.
-    converter = ctranslate2.converters.FairseqConverter(str(checkpoint), str(data_dir), source_lang=SRC,
-                                                        target_lang=TGT, user_dir=str(user_dir()),
-                                                        unsafe_deserialization=True)
+    converter = ctranslate2.converters.FairseqConverter(
+        str(checkpoint),
+        str(data_dir),
+        source_lang=SRC,
+        target_lang=TGT,
+        user_dir=str(user_dir()),
+        unsafe_deserialization=True,
+    )
     return Path(converter.convert(str(out), quantization="int8", force=True))
 
 
@@ -144,8 +177,9 @@ class FairseqSystem:
         from fairseq.sequence_generator import SequenceGenerator
 
         self.name, self.dictionary = name, dictionary
-        self.generator = SequenceGenerator([model], dictionary, beam_size=cfg.beam, max_len_a=0,
-                                           max_len_b=cfg.out_len, min_len=cfg.out_len)
+        self.generator = SequenceGenerator(
+            [model], dictionary, beam_size=cfg.beam, max_len_a=0, max_len_b=cfg.out_len, min_len=cfg.out_len
+        )
 
     def decode(self, batch: Dict[str, object]) -> List[int]:
         """Decoder steps of each sentence's best hypothesis: its tokens, the final EOS included."""
@@ -168,8 +202,9 @@ class CTranslate2System:
     def __init__(self, model_dir: Path, cfg: Config) -> None:
         ctranslate2 = import_ctranslate2()
         self.name, self.beam = CT2_NAME, cfg.beam
-        self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type="int8",
-                                                 intra_threads=cfg.threads, inter_threads=1)
+        self.translator = ctranslate2.Translator(
+            str(model_dir), device="cpu", compute_type="int8", intra_threads=cfg.threads, inter_threads=1
+        )
         # fairseq writes out_len tokens, then the forced EOS: out_len + 1 decoder steps. CTranslate2 with
         # min = max decoding length N writes N tokens and stops without an end token (N steps), so N = out_len + 1
         # is the same work; the end token is returned, so that one written anyway would be counted.
@@ -177,9 +212,14 @@ class CTranslate2System:
 
     def decode(self, batch: Dict[str, object]) -> List[int]:
         """Decoder steps of each sentence's best hypothesis (the end token, when written, included)."""
-        results = self.translator.translate_batch(batch["tokens"], beam_size=self.beam, max_batch_size=0,
-                                                  min_decoding_length=self.length, max_decoding_length=self.length,
-                                                  return_end_token=True)
+        results = self.translator.translate_batch(
+            batch["tokens"],
+            beam_size=self.beam,
+            max_batch_size=0,
+            min_decoding_length=self.length,
+            max_decoding_length=self.length,
+            return_end_token=True,
+        )
         return [len(r.hypotheses[0]) for r in results]
 
 
@@ -191,7 +231,7 @@ def make_batches(cfg: Config, dictionary: Dictionary, batch_size: int, n_batches
     for _ in range(n_batches):
         src, src_len = random_batch(lengths[rng.integers(0, len(lengths), batch_size)], dictionary, "cpu", rng)
         # CTranslate2 appends the source EOS itself (add_source_eos from its fairseq converter): strip pad and EOS.
-        tokens = [[dictionary[int(i)] for i in row[row.size(0) - int(n):-1]] for row, n in zip(src, src_len)]
+        tokens = [[dictionary[int(i)] for i in row[row.size(0) - int(n) : -1]] for row, n in zip(src, src_len)]
         batches.append({"net_input": {"src_tokens": src, "src_lengths": src_len}, "tokens": tokens})
     return batches
 
@@ -216,10 +256,12 @@ def build_systems(cfg: Config, work: Path) -> tuple:
     transformer_pt = save_random_checkpoint(cfg.transformer_arch, data_dir, work / "transformer" / "checkpoint.pt")
     systems = [
         FairseqSystem(f"ResMLP fp32 ({cfg.resmlp_arch})", load_checkpoint(resmlp_pt, data_dir), dictionary, cfg),
-        FairseqSystem(f"ResMLP int8 ({cfg.resmlp_arch})", quantize_int8(load_checkpoint(resmlp_pt, data_dir)),
-                      dictionary, cfg),
-        FairseqSystem(f"Transformer fp32 ({cfg.transformer_arch})", load_checkpoint(transformer_pt, data_dir),
-                      dictionary, cfg),
+        FairseqSystem(
+            f"ResMLP int8 ({cfg.resmlp_arch})", quantize_int8(load_checkpoint(resmlp_pt, data_dir)), dictionary, cfg
+        ),
+        FairseqSystem(
+            f"Transformer fp32 ({cfg.transformer_arch})", load_checkpoint(transformer_pt, data_dir), dictionary, cfg
+        ),
     ]
     if cfg.ctranslate2:
         systems.append(CTranslate2System(convert_to_ctranslate2(transformer_pt, data_dir, work / "ct2-int8"), cfg))
@@ -241,8 +283,10 @@ def run(cfg: Config) -> Dict[str, object]:
     }
     for bs in cfg.batch_sizes:
         n_batches = max(1, cfg.sentences // bs)
-        warmup, batches = make_batches(cfg, dictionary, bs, 1, seed=bs)[0], make_batches(cfg, dictionary, bs,
-                                                                                      n_batches, seed=1000 + bs)
+        warmup, batches = (
+            make_batches(cfg, dictionary, bs, 1, seed=bs)[0],
+            make_batches(cfg, dictionary, bs, n_batches, seed=1000 + bs),
+        )
         per_system: Dict[str, Dict[str, object]] = {s.name: {"repetitions": []} for s in systems}
         for s in systems:
             s.decode(warmup)
@@ -251,12 +295,18 @@ def run(cfg: Config) -> Dict[str, object]:
                 seconds, steps = timed_pass(s.decode, batches)
                 expected = cfg.out_len + 1
                 if any(n != expected for n in steps):
-                    raise ToolError(f"{s.name}: produced {sorted(set(steps))} decoder steps per sentence, "
-                                    f"expected {expected} for every sentence; the comparison would not be fair")
-                per_system[s.name]["repetitions"].append({
-                    "seconds": seconds, "sentences": len(steps), "sentences_per_s": len(steps) / seconds,
-                    "load_average_1min": os.getloadavg()[0],
-                })
+                    raise ToolError(
+                        f"{s.name}: produced {sorted(set(steps))} decoder steps per sentence, "
+                        f"expected {expected} for every sentence; the comparison would not be fair"
+                    )
+                per_system[s.name]["repetitions"].append(
+                    {
+                        "seconds": seconds,
+                        "sentences": len(steps),
+                        "sentences_per_s": len(steps) / seconds,
+                        "load_average_1min": os.getloadavg()[0],
+                    }
+                )
         for entry in per_system.values():
             rates = [r["sentences_per_s"] for r in entry["repetitions"]]
             entry["sentences_per_s"] = statistics.median(rates)
@@ -272,8 +322,11 @@ def format_table(report: Dict[str, object]) -> str:
     cfg = report["config"]
     sizes = list(report["results"])
     anchor = CT2_NAME if CT2_NAME in report["systems"] else None
-    head = "| system | " + " | ".join(f"batch {b}: sent/s | ms/sent" + (" | ÷ CT2" if anchor else "")
-                                     for b in sizes) + " |"
+    head = (
+        "| system | "
+        + " | ".join(f"batch {b}: sent/s | ms/sent" + (" | ÷ CT2" if anchor else "") for b in sizes)
+        + " |"
+    )
     lines = [
         f"CPU, {cfg['threads']} threads, beam {cfg['beam']}, {cfg['out_len']} output tokens + EOS for every "
         f"sentence, vocab {cfg['vocab']}, median of {cfg['repeats']} repetitions; load average "
@@ -295,8 +348,10 @@ def format_table(report: Dict[str, object]) -> str:
     for b in sizes:
         res = report["results"][b]
         by = {n.split(" (")[0]: res[n]["sentences_per_s"] for n in report["systems"]}
-        ratios = [f"ResMLP int8 / ResMLP fp32 = {by['ResMLP int8'] / by['ResMLP fp32']:.2f}x",
-                  f"ResMLP fp32 / Transformer fp32 = {by['ResMLP fp32'] / by['Transformer fp32']:.2f}x"]
+        ratios = [
+            f"ResMLP int8 / ResMLP fp32 = {by['ResMLP int8'] / by['ResMLP fp32']:.2f}x",
+            f"ResMLP fp32 / Transformer fp32 = {by['ResMLP fp32'] / by['Transformer fp32']:.2f}x",
+        ]
         if anchor:
             ratios.insert(0, f"ResMLP int8 / CTranslate2 int8 = {by['ResMLP int8'] / by[CT2_NAME]:.2f}x")
         lines.append(f"batch {b}: " + "; ".join(ratios))
@@ -305,8 +360,10 @@ def format_table(report: Dict[str, object]) -> str:
     for b in sizes:
         for name in report["systems"]:
             reps = report["results"][b][name]["repetitions"]
-            lines.append(f"  batch {b} {name}: " + ", ".join(f"{r['sentences_per_s']:.2f} (load "
-                                                            f"{r['load_average_1min']:.2f})" for r in reps))
+            lines.append(
+                f"  batch {b} {name}: "
+                + ", ".join(f"{r['sentences_per_s']:.2f} (load {r['load_average_1min']:.2f})" for r in reps)
+            )
     return "\n".join(lines)
 
 
@@ -315,24 +372,38 @@ def format_table(report: Dict[str, object]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m fairseq_resmlp_tools.bench.ctranslate2_cpu",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=["full", "tiny"], default="full",
-                   help="tiny: resmlp_tiny vs transformer_tiny, vocab 500, a few sentences (a smoke test)")
+    p = argparse.ArgumentParser(
+        prog="python -m fairseq_resmlp_tools.bench.ctranslate2_cpu",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        choices=["full", "tiny"],
+        default="full",
+        help="tiny: resmlp_tiny vs transformer_tiny, vocab 500, a few sentences (a smoke test)",
+    )
     p.add_argument("--resmlp-arch", default=None, help="default resmlp_6 (tiny: resmlp_tiny)")
     p.add_argument("--transformer-arch", default=None, help="default transformer_wmt_en_de (tiny: transformer_tiny)")
     p.add_argument("--vocab", type=int, default=None, help="joint dictionary size, specials included (default 32000)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and CTranslate2 (default 2)")
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--batch-sizes", default="1,32", help="comma-separated batch sizes (default 1,32)")
-    p.add_argument("--sentences", type=int, default=None,
-                   help="sentences per measurement, at least one batch (default 32; tiny: 4)")
+    p.add_argument(
+        "--sentences",
+        type=int,
+        default=None,
+        help="sentences per measurement, at least one batch (default 32; tiny: 4)",
+    )
     p.add_argument("--out-len", type=int, default=28, help="output tokens of every hypothesis, EOS not counted")
     p.add_argument("--repeats", type=int, default=None, help="repetitions of each system (median; default 3)")
     p.add_argument("--no-ctranslate2", action="store_true", help="leave CTranslate2 out (when it is not installed)")
-    p.add_argument("--out", type=Path, default=Path("runs/ctranslate2-cpu"),
-                   help="folder for results.json, table.txt and the work/ checkpoints")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/ctranslate2-cpu"),
+        help="folder for results.json, table.txt and the work/ checkpoints",
+    )
     return p
 
 
@@ -343,8 +414,14 @@ def config_from_args(a: argparse.Namespace) -> Config:
         batch_sizes = [int(x) for x in a.batch_sizes.split(",") if x]
     except ValueError:
         raise ToolError(f"--batch-sizes {a.batch_sizes!r}: expected comma-separated integers such as 1,32") from None
-    for option, value in (("--threads", a.threads), ("--beam", a.beam), ("--out-len", a.out_len),
-                          ("--sentences", a.sentences), ("--repeats", a.repeats), ("--vocab", a.vocab)):
+    for option, value in (
+        ("--threads", a.threads),
+        ("--beam", a.beam),
+        ("--out-len", a.out_len),
+        ("--sentences", a.sentences),
+        ("--repeats", a.repeats),
+        ("--vocab", a.vocab),
+    ):
         if value is not None and value < 1:
             raise ToolError(f"{option} {value}: must be at least 1")
     if not batch_sizes or min(batch_sizes) < 1:
