@@ -122,21 +122,46 @@ def average_state_dicts(
     return averaged
 
 
+# Options that change how a model is trained or run, not what its weights mean: they may differ between averaged
+# checkpoints. Every other model option must agree (positions or normalisation can differ with equal shapes).
+RUNTIME_ONLY_OPTIONS = frozenset({"dropout", "attention_dropout", "activation_dropout", "no_cuda_graphs", "int8"})
+
+
+def model_options(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The model options a checkpoint was trained with (dataclass config or the older argparse Namespace)."""
+    cfg = state.get("cfg")
+    model = cfg.get("model") if isinstance(cfg, dict) else getattr(cfg, "model", None) if cfg is not None else None
+    if model is None and state.get("args") is not None:
+        model = vars(state["args"])
+    if model is None:
+        return {}
+    return dict(model) if not isinstance(model, dict) else model
+
+
+def check_same_model_options(states: Sequence[Dict[str, Any]], names: Sequence[str]) -> None:
+    """Refuse checkpoints trained with different model options, naming the first option that differs."""
+    first = model_options(states[0])
+    for state, name in zip(states[1:], names[1:]):
+        other = model_options(state)
+        for key in sorted((set(first) | set(other)) - RUNTIME_ONLY_OPTIONS):
+            if str(first.get(key)) != str(other.get(key)):
+                option = "--" + key.replace("_", "-") if not key.startswith("_") else key
+                raise ToolError(
+                    f"{name} was trained with {option} {other.get(key)!r} but {names[0]} with {first.get(key)!r}: "
+                    "only checkpoints of the same model can be averaged"
+                )
+
+
 def average_checkpoints(paths: Sequence[Path]) -> Dict[str, Any]:
     """A checkpoint dict whose model is the mean of the models of ``paths`` (configuration of the first)."""
     if not paths:
         raise ToolError("no checkpoints to average")
     if len(set(Path(p).resolve() for p in paths)) != len(paths):
         raise ToolError("the same checkpoint is listed twice")
-    result: Optional[Dict[str, Any]] = None
-    models = []
-    for path in paths:
-        state = load_checkpoint(Path(path))
-        models.append(state["model"])
-        if result is None:
-            result = state
-    assert result is not None
-    result = dict(result)
+    states = [load_checkpoint(Path(p)) for p in paths]
+    check_same_model_options(states, [str(p) for p in paths])
+    models = [state["model"] for state in states]
+    result = dict(states[0])
     result["model"] = average_state_dicts(models, [str(p) for p in paths])
     # The optimizer state belongs to none of the averaged models; dropping it also makes the file much smaller.
     result["last_optimizer_state"] = None
