@@ -22,17 +22,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # test the working tree, however pytest was started
+REPO = Path(__file__).resolve().parents[1]  # pyproject's pytest pythonpath puts it first on sys.path
 
-from data_prep import decode, parallel, wmt14  # noqa: E402
-from data_prep.clean import clean_train, length_drop_reason, normalize_line  # noqa: E402
-from data_prep.download import download, verify_archive  # noqa: E402
-from data_prep.errors import DataPrepError  # noqa: E402
-from data_prep.sgm import aligned_texts, parse_sgm, unescape  # noqa: E402
-from data_prep.stages import ChecksumCache, Stage, StageRunner  # noqa: E402
-from data_prep.subword import encode_files, train_model  # noqa: E402
-from data_prep.textio import InputFile, ParallelSource  # noqa: E402
+from data_prep import decode, parallel, wmt14
+from data_prep.clean import clean_train, length_drop_reason, normalize_line
+from data_prep.download import download, verify_archive
+from data_prep.errors import DataPrepError
+from data_prep.sgm import aligned_texts, parse_sgm, unescape
+from data_prep.stages import ChecksumCache, Stage, StageRunner
+from data_prep.subword import encode_files, train_model
+from data_prep.textio import InputFile, ParallelSource
 
 DATA = Path(os.environ.get("RESMLP_DATA", REPO.parent / "shared" / "data")).resolve()
 MINI = DATA / "wmt14-mini"
