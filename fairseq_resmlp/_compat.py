@@ -33,7 +33,7 @@ def allow_fairseq_checkpoint_globals() -> None:
 def fairseq_checkpoint_globals() -> list:
     """The plain-data types fairseq checkpoints (and their broadcast between ranks) hold besides tensors.
 
-    The one allow-list: the tools load checkpoints under ``torch.serialization.safe_globals`` of it too.
+    The one allow-list, registered for the process by :func:`allow_fairseq_checkpoint_globals` (plugin import, tools).
     """
     from fairseq.distributed.utils import _TensorPlaceholder
     from omegaconf import DictConfig, ListConfig, base, nodes

@@ -71,11 +71,14 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     """A fairseq checkpoint as a dict, loaded on the CPU without unpickling arbitrary objects."""
     if not path.is_file():
         raise ToolError(f"checkpoint {path} does not exist")
-    from fairseq_resmlp._compat import fairseq_checkpoint_globals  # imports fairseq: only when loading
+    from fairseq_resmlp._compat import allow_fairseq_checkpoint_globals  # imports fairseq: only when loading
+
+    # Registered for the process, as importing the plugin does. torch's safe_globals() context manager would be
+    # scoped, but on exit it restores the list it saw when created, dropping what the plugin's import had added.
+    allow_fairseq_checkpoint_globals()
 
     try:
-        with torch.serialization.safe_globals(fairseq_checkpoint_globals()):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ToolError(
             f"{path} cannot be loaded with torch.load(weights_only=True), which runs no code from the file: "
