@@ -16,6 +16,7 @@ import torch
 from helpers import prepare_toy_data_bin
 
 from fairseq_resmlp_tools.fairseq_io import user_dir
+from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,10 +47,7 @@ def train_two_ranks(folder: Path, probe: Path, max_epoch: int, port: int) -> str
         "adam",
         "--lr",
         "0.003",
-        "--criterion",
-        "label_smoothed_cross_entropy",
-        "--label-smoothing",
-        "0.1",
+        *label_smoothing(0.1),
         "--max-tokens",
         "600",
         "--max-epoch",

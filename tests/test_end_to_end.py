@@ -10,6 +10,7 @@ import sentencepiece as spm
 from helpers import prepare_toy_data_bin, run_fairseq, spm_encode
 
 from fairseq_resmlp_tools.fairseq_io import parse_generate_output, user_dir
+from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
 
 pytestmark = pytest.mark.slow  # trains a model through fairseq-train
 
@@ -41,10 +42,7 @@ def trained(tmp_path_factory):
             "inverse_sqrt",
             "--warmup-updates",
             "20",
-            "--criterion",
-            "label_smoothed_cross_entropy",
-            "--label-smoothing",
-            "0.1",
+            *label_smoothing(0.1),
             "--max-tokens",
             "1000",
             "--max-epoch",

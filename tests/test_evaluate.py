@@ -20,6 +20,7 @@ from fairseq_resmlp_tools import evaluate
 from fairseq_resmlp_tools import plot as plot_training
 from fairseq_resmlp_tools._cli import ToolError, run_cli
 from fairseq_resmlp_tools.fairseq_io import user_dir
+from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
 from fairseq_resmlp_tools.toy_data import build_toy_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,10 +63,7 @@ def toy(tmp_path_factory):
         "adam",
         "--lr",
         "0.005",
-        "--criterion",
-        "label_smoothed_cross_entropy",
-        "--label-smoothing",
-        "0.1",
+        *label_smoothing(0.1),
         "--max-tokens",
         "4096",
         "--max-update",

@@ -12,6 +12,7 @@ import pytest
 from torch.autograd import DeviceType
 
 from fairseq_resmlp_tools.bench import profile_train as pt
+from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,10 +42,7 @@ def profile_cmd(data: Path, out: Path, *extra: str, max_update: int = 50) -> lis
         "adam",
         "--lr",
         "0.001",
-        "--criterion",
-        "label_smoothed_cross_entropy",
-        "--label-smoothing",
-        "0.1",
+        *label_smoothing(0.1),
         "--max-tokens",
         "200",
         "--max-update",

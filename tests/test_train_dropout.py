@@ -14,6 +14,7 @@ from typing import Dict
 import torch
 from test_end_to_end import USER_DIR, run
 
+from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
 from fairseq_resmlp_tools.toy_data import write_toy_corpus
 
 UPDATES = 20  # the first epoch of the toy corpus has about 30; the interruption is at half
@@ -43,10 +44,7 @@ def train(folder: Path, save_dir: str, max_update: int) -> Dict[int, float]:
             "adam",
             "--lr",
             "0.003",
-            "--criterion",
-            "label_smoothed_cross_entropy",
-            "--label-smoothing",
-            "0.1",
+            *label_smoothing(0.1),
             "--max-tokens",
             "400",
             "--max-update",
