@@ -50,6 +50,7 @@ NOT_VARIED = {
     "dropout": "inactive in eval mode (resmlp_small's 0.3 is built here); see test_dropout_*",
     "attention_dropout": "inactive in eval mode (resmlp_small's 0.1 is built here); see test_dropout_*",
     "activation_dropout": "inactive in eval mode (resmlp_small's 0.1 is built here); see test_dropout_*",
+    "token_mixing_dropout": "inactive in eval mode; see test_dropout_* and test_modules' token-mixing dropout tests",
     **{name: "a size: shrunk to TINY in every variant" for name in TINY},
     "decoder_attention_heads": "a size: each architecture's own value is kept (2, 4 and 8 heads)",
 }
@@ -529,7 +530,7 @@ def test_encoder_sees_the_whole_sentence():
     assert not torch.allclose(a[0], b[0])
 
 
-@pytest.mark.parametrize("option", ["dropout", "attention_dropout", "activation_dropout"])
+@pytest.mark.parametrize("option", ["dropout", "attention_dropout", "activation_dropout", "token_mixing_dropout"])
 def test_dropout_only_in_training(option):
     """Each dropout option alone makes training-mode outputs random; eval mode stays deterministic."""
     model = tiny(**{option: 0.3})

@@ -60,6 +60,69 @@ def test_identity_init():
     assert torch.equal(mix(x), x)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_toeplitz_token_mixing_is_shift_invariant(causal):
+    """A[t, s] = w[t - s]: one weight per offset, so shifting input and output by one position commutes."""
+    mix = TokenMixing(8, causal=causal, matrix="toeplitz", init="trunc_normal")
+    assert mix.weight is None and mix.relative.numel() == (8 if causal else 15)
+    A = mix.matrix(8)
+    assert torch.equal(A[1:, 1:], A[:-1, :-1])
+    with torch.no_grad():
+        mix.bias.zero_()
+    x = torch.randn(7, 2, 3)
+    shifted = torch.cat([torch.zeros(1, 2, 3), x])  # the same sentence one position later
+    assert torch.allclose(mix(shifted)[1:], mix(x), atol=1e-6) if causal else True
+    # Its gradient reaches every offset used (including the negative ones in the encoder).
+    mix(x).sum().backward()
+    used = 7 if causal else 13
+    assert int((mix.relative.grad != 0).sum()) == used
+
+
+def test_full_plus_toeplitz_starts_as_the_full_matrix():
+    torch.manual_seed(0)
+    full = TokenMixing(8, causal=False)
+    torch.manual_seed(0)
+    both = TokenMixing(8, causal=False, matrix="full_plus_toeplitz")
+    assert torch.equal(both.matrix(8), full.matrix(8))
+    assert torch.count_nonzero(both.relative) == 0
+    x = torch.randn(5, 2, 3)
+    both(x).sum().backward()
+    assert both.relative.grad.abs().sum() > 0 and both.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("matrix", ["full", "toeplitz", "full_plus_toeplitz"])
+def test_token_mixing_step_equals_full_forward(matrix):
+    """The fixed-shape step and the incremental step use the same matrix as the full forward."""
+    mix = TokenMixing(8, causal=True, matrix=matrix, init="xavier")
+    with torch.no_grad():
+        if mix.relative is not None:
+            mix.relative.normal_()
+    x = torch.randn(6, 2, 3)
+    full = mix(x)
+    inputs = torch.zeros(2, 8, 3)
+    for t in range(6):
+        out = mix.step(x[t], inputs, torch.tensor([t]), 8)
+        assert torch.allclose(out, full[t], atol=1e-6)
+    state = {}
+    for t in range(6):
+        assert torch.allclose(mix(x[t : t + 1], None, state)[0], full[t], atol=1e-6)
+
+
+def test_token_mixing_dropout_drops_matrix_entries_in_training_only():
+    mix = TokenMixing(16, causal=False, dropout=0.5, init="identity")
+    x = torch.ones(16, 1, 1)
+    assert torch.equal(mix.eval()(x), x)  # no dropout at inference
+    torch.manual_seed(0)
+    mix.train()
+    y = mix(x).flatten()
+    # identity A: each output keeps its diagonal entry (scaled by 2) or loses it
+    assert set(y.tolist()) <= {0.0, 2.0} and 3 < int((y == 0).sum()) < 13
+    with pytest.raises(ValueError, match="--token-mixing-dropout"):
+        TokenMixing(4, causal=False, dropout=1.0)
+    with pytest.raises(ValueError, match="--token-mixing-matrix"):
+        TokenMixing(4, causal=False, matrix="circulant")
+
+
 def test_left_alignment_round_trip():
     pad = 1
     tokens = torch.tensor([[1, 1, 5, 6, 2], [7, 8, 9, 4, 2], [1, 1, 1, 3, 2]])

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..modules.token_mixing import TOKEN_MIXING_INITS
+from ..modules.token_mixing import TOKEN_MIXING_INITS, TOKEN_MIXING_MATRICES
 
 NORM_TYPE_CHOICES = ChoiceEnum(["affine", "layernorm"])
 TOKEN_MIXING_INIT_CHOICES = ChoiceEnum(list(TOKEN_MIXING_INITS))
+TOKEN_MIXING_MATRIX_CHOICES = ChoiceEnum(list(TOKEN_MIXING_MATRICES))
 POSITIONAL_EMBEDDINGS_CHOICES = ChoiceEnum(["none", "sinusoidal"])
 
 
@@ -64,6 +65,18 @@ class ResMLPConfig(FairseqDataclass):
             "(deit's resmlp_models.py); 'xavier' = Xavier-uniform with zero bias, as timm; "
             "'identity' = start with no mixing"
         },
+    )
+    token_mixing_matrix: TOKEN_MIXING_MATRIX_CHOICES = field(  # type: ignore[valid-type]
+        default="full",
+        metadata={
+            "help": "parameterisation of the token-mixing matrix A: 'full' = one weight per pair of absolute "
+            "positions (the paper); 'toeplitz' = shift-invariant, A[t, s] = w[t - s], one weight per relative "
+            "offset; 'full_plus_toeplitz' = the sum of both (the Toeplitz part starts at zero)"
+        },
+    )
+    token_mixing_dropout: float = field(
+        default=0.0,
+        metadata={"help": "dropout on the entries of the token-mixing matrix A while training (DropConnect)"},
     )
     positional_embeddings: POSITIONAL_EMBEDDINGS_CHOICES = field(  # type: ignore[valid-type]
         default="none",

@@ -17,6 +17,17 @@ from .token_mixing import TokenMixing
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
+def build_token_mixing(cfg, max_positions: int, causal: bool) -> TokenMixing:
+    # getattr: configurations saved before these options existed load with the paper's full matrix, no dropout.
+    return TokenMixing(
+        max_positions,
+        causal=causal,
+        init=cfg.token_mixing_init,
+        matrix=getattr(cfg, "token_mixing_matrix", "full"),
+        dropout=getattr(cfg, "token_mixing_dropout", 0.0),
+    )
+
+
 class ResMLPEncoderLayer(nn.Module):
     """x = x + LS1 * TokenMixing(Aff1(x));  x = x + LS2 * ChannelMLP(Aff2(x))."""
 
@@ -25,7 +36,7 @@ class ResMLPEncoderLayer(nn.Module):
         dim = cfg.encoder_embed_dim
         self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.norm1 = build_norm(cfg.norm_type, dim)
-        self.linear_tokens = TokenMixing(max_positions, causal=False, init=cfg.token_mixing_init)
+        self.linear_tokens = build_token_mixing(cfg, max_positions, causal=False)
         self.ls1 = LayerScale(dim, cfg.layerscale_init)
         self.norm2 = build_norm(cfg.norm_type, dim)
         self.mlp_channels = ChannelMLP(dim, cfg.encoder_ffn_embed_dim, cfg.activation_dropout)
@@ -46,7 +57,7 @@ class ResMLPDecoderLayer(nn.Module):
         dim = cfg.decoder_embed_dim
         self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.norm1 = build_norm(cfg.norm_type, dim)
-        self.linear_tokens = TokenMixing(max_positions, causal=True, init=cfg.token_mixing_init)
+        self.linear_tokens = build_token_mixing(cfg, max_positions, causal=True)
         self.ls1 = LayerScale(dim, cfg.layerscale_init)
         self.norm2 = build_norm(cfg.norm_type, dim)
         self.encoder_attn = CrossAttention(

@@ -10,12 +10,23 @@ Inputs are time-first (T x B x C), fairseq's layout, which makes the whole layer
 Decoding keeps the layer's past (normalised) inputs in a buffer laid out batch-first (B x capacity x C): a step
 writes position t in place and applies row t of A to the first t + 1 positions, with no concatenation and no
 value read back from the device.
+
+How A is parameterised (``--token-mixing-matrix``):
+
+* ``full`` (the paper): a free ``max_positions x max_positions`` matrix, one weight per pair of absolute positions.
+* ``toeplitz``: shift-invariant, ``A[t, s] = w[t - s]``: one weight per relative offset (2P - 1 in the encoder, P in
+  the causal decoder). Far fewer parameters, and nothing tied to absolute positions; the bias stays per position.
+* ``full_plus_toeplitz``: the sum of both, the Toeplitz part starting at zero.
+
+``--token-mixing-dropout`` drops entries of A itself while training (DropConnect on the mixing matrix, scaled by
+1 / (1 - p)), a regulariser for the position-specific weights.
 """
 
 import math
 from typing import Callable, Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
 
@@ -56,30 +67,109 @@ TOKEN_MIXING_INITS: Dict[str, Callable[[Tensor, Tensor], None]] = {
 }
 
 
+# The --token-mixing-matrix choices.
+TOKEN_MIXING_MATRICES = ("full", "toeplitz", "full_plus_toeplitz")
+
+
 @with_incremental_state
 class TokenMixing(nn.Module):
     """Linear map across positions; causal (lower-triangular) when ``causal=True``."""
 
-    def __init__(self, max_positions: int, causal: bool, init: str = "linear") -> None:
+    def __init__(
+        self, max_positions: int, causal: bool, init: str = "linear", matrix: str = "full", dropout: float = 0.0
+    ) -> None:
         super().__init__()
+        if matrix not in TOKEN_MIXING_MATRICES:
+            raise ValueError(f"--token-mixing-matrix must be one of {list(TOKEN_MIXING_MATRICES)}, got {matrix!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"--token-mixing-dropout must be in [0, 1), got {dropout}")
         self.max_positions = max_positions
         self.causal = causal
-        self.weight = nn.Parameter(torch.empty(max_positions, max_positions))
+        self.matrix_type = matrix
+        self.dropout = dropout
+        self.weight: Optional[nn.Parameter] = None
+        self.relative: Optional[nn.Parameter] = None
+        if matrix != "toeplitz":
+            self.weight = nn.Parameter(torch.empty(max_positions, max_positions))
+        if matrix != "full":
+            # Offsets t - s, shifted to index ``relative``; the causal decoder only needs t - s >= 0 (the upper
+            # triangle is masked, so clamping it to offset 0 is harmless).
+            pos = torch.arange(max_positions)
+            offsets = pos.unsqueeze(1) - pos.unsqueeze(0)
+            if causal:
+                offsets = offsets.clamp(min=0)
+            else:
+                offsets = offsets + max_positions - 1
+            self.register_buffer("offsets", offsets, persistent=False)
+            self.relative = nn.Parameter(torch.empty(max_positions if causal else 2 * max_positions - 1))
         self.bias = nn.Parameter(torch.empty(max_positions))
         self.reset_parameters(init)
 
     def reset_parameters(self, init: str) -> None:
         if init not in TOKEN_MIXING_INITS:
             raise ValueError(f"--token-mixing-init must be one of {sorted(TOKEN_MIXING_INITS)}, got {init!r}")
-        TOKEN_MIXING_INITS[init](self.weight, self.bias)
-        if self.causal:
-            # The upper triangle never receives a gradient (it is masked in forward); keep it at zero so that
-            # the stored matrix is the matrix that is used.
+        if self.weight is not None:
+            TOKEN_MIXING_INITS[init](self.weight, self.bias)
+            if self.causal:
+                # The upper triangle never receives a gradient (it is masked in forward); keep it at zero so
+                # that the stored matrix is the matrix that is used.
+                with torch.no_grad():
+                    self.weight.copy_(self.weight.tril())
+        if self.relative is not None:
             with torch.no_grad():
-                self.weight.copy_(self.weight.tril())
+                if self.weight is not None:
+                    # Added to a full matrix: start at zero, so the sum starts as the full matrix's init.
+                    self.relative.zero_()
+                else:
+                    # Initialise a full matrix the chosen way and keep its first row/column (for the identity:
+                    # 1 at offset 0); the distribution of every A[t, s] is then that of the full matrix's.
+                    full = torch.empty(self.max_positions, self.max_positions)
+                    TOKEN_MIXING_INITS[init](full, self.bias)
+                    last = self.max_positions - 1
+                    if self.causal:
+                        self.relative.copy_(full[:, 0])  # A[t, 0] has offset t
+                    else:
+                        # offsets -(P-1)..0 from row 0 reversed, 1..P-1 from column 0
+                        self.relative.copy_(torch.cat([full[0].flip(0), full[1:, 0]]))
+                    assert self.relative.numel() == (last + 1 if self.causal else 2 * last + 1)
+
+    def matrix(self, length: int) -> Tensor:
+        """The top-left ``length x length`` block of A (upper triangle not yet masked in the causal case)."""
+        w: Optional[Tensor] = None
+        if self.weight is not None:
+            w = self.weight[:length, :length]
+        if self.relative is not None:
+            shifted = self.relative[self.offsets[:length, :length]]
+            w = shifted if w is None else w + shifted
+        assert w is not None
+        return w
+
+    def _causal_row(self, t: int) -> Tensor:
+        """Row ``t`` of the causal A over positions 0..t (1 x (t + 1)), for a step index known on the host."""
+        w: Optional[Tensor] = None
+        if self.weight is not None:
+            w = self.weight[t : t + 1, : t + 1]
+        if self.relative is not None:
+            shifted = self.relative[: t + 1].flip(0).unsqueeze(0)  # A[t, s] = w[t - s], s = 0..t
+            w = shifted if w is None else w + shifted
+        assert w is not None
+        return w
+
+    def rows(self, index: Tensor, length: int) -> Tensor:
+        """Rows ``index`` (a device tensor) of A over the first ``length`` positions, upper triangle not masked."""
+        w: Optional[Tensor] = None
+        if self.weight is not None:
+            w = self.weight.index_select(0, index)[:, :length]
+        if self.relative is not None:
+            shifted = self.relative[self.offsets.index_select(0, index)[:, :length]]
+            w = shifted if w is None else w + shifted
+        assert w is not None
+        return w
 
     def extra_repr(self) -> str:
-        return f"max_positions={self.max_positions}, causal={self.causal}"
+        extra = f", matrix={self.matrix_type}" if self.matrix_type != "full" else ""
+        extra += f", dropout={self.dropout}" if self.dropout else ""
+        return f"max_positions={self.max_positions}, causal={self.causal}{extra}"
 
     def forward(
         self,
@@ -103,7 +193,9 @@ class TokenMixing(nn.Module):
             )
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.transpose(0, 1).unsqueeze(-1), 0.0)
-        w = self.weight[:length, :length]
+        w = self.matrix(length)
+        if self.training and self.dropout > 0:
+            w = F.dropout(w, self.dropout)
         if self.causal:
             w = w.tril()
         out = torch.addmm(self.bias[:length].unsqueeze(1), w, x.reshape(length, -1))
@@ -120,7 +212,7 @@ class TokenMixing(nn.Module):
         """
         inputs.index_copy_(1, step, x.unsqueeze(1))
         positions = torch.arange(length, device=x.device)
-        row = self.weight.index_select(0, step)[:, :length] * positions.le(step).to(x.dtype)
+        row = self.rows(step, length) * positions.le(step).to(x.dtype)
         out = torch.matmul(row, inputs[:, :length])  # (1 x L) @ (B x L x C) -> B x 1 x C
         return out.squeeze(1) + self.bias.index_select(0, step)
 
@@ -151,7 +243,7 @@ class TokenMixing(nn.Module):
                 grown[:, :steps] = buffer[:, :steps]
             buffer = grown
         buffer[:, steps] = x[0]
-        w = self.weight[steps : steps + 1, : steps + 1]
+        w = self._causal_row(steps)
         out = torch.matmul(w, buffer[:, : steps + 1]).squeeze(1) + self.bias[steps]
         self.set_incremental_state(
             incremental_state, "cache", {"inputs": buffer, "steps": torch.tensor(steps + 1, dtype=torch.long)}
