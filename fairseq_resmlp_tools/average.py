@@ -127,7 +127,9 @@ def average_state_dicts(
 
 # Options that change how a model is trained or run, not what its weights mean: they may differ between averaged
 # checkpoints. Every other model option must agree (positions or normalisation can differ with equal shapes).
-RUNTIME_ONLY_OPTIONS = frozenset({"dropout", "attention_dropout", "activation_dropout", "no_cuda_graphs", "int8"})
+RUNTIME_ONLY_OPTIONS = frozenset(
+    {"dropout", "attention_dropout", "activation_dropout", "token_mixing_dropout", "no_cuda_graphs", "int8"}
+)
 
 
 def model_options(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -138,6 +140,9 @@ def model_options(state: Dict[str, Any]) -> Dict[str, Any]:
         model = vars(state["args"])
     if model is None:
         return {}
+    if isinstance(model, argparse.Namespace):
+        # fairseq's architectures registered with argparse (transformer_iwslt_de_en ...) keep a Namespace here.
+        return vars(model)
     return dict(model) if not isinstance(model, dict) else model
 
 

@@ -47,3 +47,21 @@ def test_training_only_options_may_differ(tmp_path):
     a = write(tmp_path / "a.pt", 0)
     b = write(tmp_path / "b.pt", 2, dropout=0.3)
     torch.testing.assert_close(average_checkpoints([a, b])["model"]["w"], 1 + torch.arange(6.0).view(2, 3))
+
+
+def test_argparse_namespace_configs_are_compared(tmp_path):
+    """fairseq's argparse-registered architectures (transformer_iwslt_de_en) store cfg.model as a Namespace: their
+    checkpoints average (seen failing with "'Namespace' object is not iterable"), and other options are refused."""
+    import argparse
+
+    def save(path, index, **options):
+        model = {"w": torch.full((2,), float(index))}
+        ns = argparse.Namespace(_name="transformer_iwslt_de_en", encoder_layers=6, dropout=0.3, **options)
+        torch.save({"model": model, "cfg": {"model": ns}, "extra_state": {}}, path)
+        return path
+
+    a, b = save(tmp_path / "a.pt", 0), save(tmp_path / "b.pt", 2)
+    torch.testing.assert_close(average_checkpoints([a, b])["model"]["w"], torch.full((2,), 1.0))
+    c = save(tmp_path / "c.pt", 4, decoder_layers=3)
+    with pytest.raises(ToolError, match="decoder-layers"):
+        average_checkpoints([a, c])

@@ -105,6 +105,8 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
                 str(args.beam),
                 "--lenpen",
                 str(args.lenpen),
+                "--max-tokens",
+                str(args.eval_max_tokens),
                 "--output",
                 str(save / "eval" / f"{args.split}_avg.json"),
                 *([] if use_gpu else ["--cpu"]),
@@ -158,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the last N saved epoch checkpoints; 0: evaluate checkpoint_last.pt (default %(default)s)",
     )
     p.add_argument("--split", default="test", help="data split to evaluate (default %(default)s)")
+    p.add_argument(
+        "--eval-max-tokens",
+        type=int,
+        default=8000,
+        help="tokens per batch when evaluating (default %(default)s; lower it when many runs share one GPU)",
+    )
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     steps.add_recipe_args(p, log_interval=50)
     return p

@@ -1,0 +1,365 @@
+"""Compare model configurations at equal GPU time: train them concurrently, choose on validation, test once.
+
+    resmlp-compare --data prepared/multi30k-en-de --out runs/compare-en-de --minutes 5 --seeds 1 2 \
+        --config "transformer=transformer_iwslt_de_en --dropout 0.3" \
+        --config "resmlp_small=resmlp_small" \
+        --config "paper_block=resmlp_small --norm-type affine --positional-embeddings none" \
+        --config "toeplitz=resmlp_small --token-mixing-matrix toeplitz" \
+        --baseline transformer --final paper_block
+
+Every configuration x seed is one ``resmlp-train-small`` run (same recipe, same ``--minutes`` of training),
+all started at once on the same machine, so each gets the same share of it: equal time means equal GPU time.
+A configuration is ``NAME=ARCH [fairseq-train options]``. Each run averages its last checkpoints and scores the
+**validation** split (``resmlp-evaluate``, beam 4). The choice is made there: the configuration with the best
+mean validation BLEU (the baseline excluded) is a final candidate, with the baseline and every ``--final``.
+Only the final candidates are then scored on the test split, once per seed, and each is compared with the
+baseline by sacreBLEU's paired bootstrap resampling (seed i against seed i).
+
+Outputs in ``--out``: ``runs/NAME-sSEED/`` (each run, with its log), ``compare.json`` (every number),
+``compare.md`` (the tables) and ``compare.png`` (validation BLEU per configuration, each seed a dot, and the
+finals' test BLEU). A re-run resumes: finished runs and scores are kept (the runs are resumable recipes).
+
+With many runs on one GPU, all of them evaluate at about the same time: give ``--train-args --eval-max-tokens
+2000`` (or less) so that the decoders fit in memory together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from fairseq_resmlp_tools._cli import ToolError, console_script
+from fairseq_resmlp_tools._fs import write_json_atomic, write_text_atomic
+from fairseq_resmlp_tools.fairseq_io import die_with_parent, read_json_log
+from fairseq_resmlp_tools.recipes import small, steps
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    arch: str
+    options: List[str]
+
+    @classmethod
+    def parse(cls, text: str) -> "Config":
+        name, sep, rest = text.partition("=")
+        words = shlex.split(rest)
+        if not sep or not name or not words:
+            raise ToolError(f"--config {text!r}: expected NAME=ARCH [fairseq-train options]")
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ToolError(f"--config {text!r}: the name may hold letters, digits, '-' and '_' only")
+        if words[0] not in small.ARCHS:
+            raise ToolError(f"--config {text!r}: unknown architecture {words[0]!r} (choose from {small.ARCHS})")
+        return cls(name, words[0], words[1:])
+
+
+def run_dir(out: Path, config: Config, seed: int) -> Path:
+    return out / "runs" / f"{config.name}-s{seed}"
+
+
+def train_command(args: argparse.Namespace, config: Config, seed: int, split: str) -> List[str]:
+    """The resmlp-train-small command of one run, evaluating ``split`` of the averaged checkpoint."""
+    return [
+        *steps.tool("recipes.small"),
+        "--arch",
+        config.arch,
+        "--data",
+        str(args.data),
+        "--time-budget-minutes",
+        f"{args.minutes:g}",
+        "--save-dir",
+        str(run_dir(args.out, config, seed)),
+        "--seed",
+        str(seed),
+        "--split",
+        split,
+        "--save-interval",
+        str(args.save_interval),
+        "--average-last",
+        str(args.average_last),
+        "--no-valid-bleu",
+        *args.train_args,
+        "--",
+        *config.options,
+    ]
+
+
+def run_all(commands: Dict[str, List[str]], logs: Dict[str, Path]) -> None:
+    """Run every command at once, each in its own process group; stop all if one fails or on interrupt."""
+    procs: Dict[str, subprocess.Popen] = {}
+    try:
+        for name, cmd in commands.items():
+            logs[name].parent.mkdir(parents=True, exist_ok=True)
+            with open(logs[name], "ab") as log:
+                # Own process group (ended as a whole on failure); killed with us even by kill -9.
+                procs[name] = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+                )
+        failed = [name for name, proc in procs.items() if proc.wait() != 0]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+    if failed:
+        raise ToolError("failed: " + ", ".join(f"{name} (log: {logs[name]})" for name in failed))
+
+
+def load_score(path: Path) -> Dict[str, Any]:
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            "bleu": float(result["metrics"]["sacrebleu"]["score"]),
+            "hypotheses": Path(result["files"]["hypotheses"]),
+            "references": Path(result["references"]),
+        }
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ToolError(f"{path}: no readable evaluation result ({e})") from None
+
+
+def training_summary(log: Path) -> Dict[str, Any]:
+    """Updates made and the last validation loss, from the run's fairseq-train log."""
+    updates, valid_loss = 0, None
+    for tag, record in read_json_log(log):
+        if tag == "train_inner" and "num_updates" in record:
+            updates = int(float(record["num_updates"]))
+        elif tag == "valid" and "valid_loss" in record:
+            valid_loss = float(record["valid_loss"])
+            updates = max(updates, int(float(record.get("valid_num_updates", 0))))
+    return {"updates": updates, "valid_loss": valid_loss}
+
+
+def mean_spread(values: Sequence[float]) -> Dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def paired_bootstrap(references: List[str], baseline: List[str], system: List[str], samples: int) -> Dict[str, Any]:
+    """sacreBLEU's paired bootstrap resampling (``--paired-bs``): system against baseline, p-value and 95% CI."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    test = PairedTest(
+        [("baseline", baseline), ("system", system)],
+        metrics={"BLEU": BLEU(references=[references])},
+        references=None,
+        test_type="bs",
+        n_samples=samples,
+    )
+    _, scores = test()
+    result = scores["BLEU"][1]
+    return {"p_value": result.p_value, "score": result.score, "mean": result.mean, "ci": result.ci}
+
+
+def read_lines(path: Path) -> List[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def format_tables(record: Dict[str, Any]) -> str:
+    lines = [
+        f"# {record['title']}",
+        "",
+        "## Validation (the choice is made here)",
+        "",
+        "| configuration | seeds | valid BLEU mean | min-max | per seed | valid loss | updates |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for name, c in record["validation"].items():
+        b = c["bleu"]
+        per_seed = ", ".join(f"{x:.2f}" for x in c["per_seed"])
+        loss = c["valid_loss_mean"]
+        lines.append(
+            f"| {name}{' (baseline)' if name == record['baseline'] else ''} | {len(c['per_seed'])} | {b['mean']:.2f} "
+            f"| {b['min']:.2f}-{b['max']:.2f} | {per_seed} | {'-' if loss is None else f'{loss:.3f}'} "
+            f"| {c['updates_mean']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Best by validation: **{record['best']}**. Final candidates: {', '.join(record['finals'])}.",
+        "",
+        f"## Test ({record['test_split']}, scored once per final candidate and seed)",
+        "",
+        "| configuration | test BLEU mean | per seed | paired bootstrap vs baseline (per seed: delta, p) |",
+        "|---|---:|---|---|",
+    ]
+    for name, t in record["test"].items():
+        per_seed = ", ".join(f"{x:.2f}" for x in t["per_seed"])
+        pbs = "; ".join(f"{p['delta']:+.2f} (p={p['p_value']:.3f})" for p in t.get("paired_bootstrap", []))
+        lines.append(f"| {name} | {t['bleu']['mean']:.2f} | {per_seed} | {pbs or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(record: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(record["validation"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    for i, name in enumerate(names):
+        c = record["validation"][name]
+        ax.bar(i, c["bleu"]["mean"], color="tab:gray" if name == record["baseline"] else "tab:blue", alpha=0.6)
+        ax.plot([i] * len(c["per_seed"]), c["per_seed"], "k.", label="validation, one seed" if i == 0 else None)
+        if name in record["test"]:
+            t = record["test"][name]["per_seed"]
+            ax.plot([i + 0.25] * len(t), t, "r^", label="test, one seed" if name == record["baseline"] else None)
+    low = min(min(c["per_seed"]) for c in record["validation"].values())
+    ax.set_ylim(bottom=max(0.0, low - 3))
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_ylabel("sacreBLEU")
+    ax.set_title(record["title"], fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(args: argparse.Namespace) -> Dict[str, Any]:
+    configs = {c.name: c for c in map(Config.parse, args.config)}
+    if len(configs) != len(args.config):
+        raise ToolError("--config names must be unique")
+    if args.baseline not in configs:
+        raise ToolError(f"--baseline {args.baseline!r} is not one of the --config names {sorted(configs)}")
+    for name in args.final:
+        if name not in configs:
+            raise ToolError(f"--final {name!r} is not one of the --config names {sorted(configs)}")
+    if len(configs) < 2:
+        raise ToolError("give at least two --config")
+    src, tgt = steps.recipe_languages(args.data, None, None)
+
+    def runs(names: Sequence[str]) -> Dict[str, List[str]]:
+        return {f"{n}-s{s}": [n, str(s)] for n in names for s in args.seeds}
+
+    # 1. Train every configuration x seed at once; each run scores its averaged checkpoint on validation.
+    valid_cmds = {
+        key: train_command(args, configs[n], int(s), args.valid_split) for key, (n, s) in runs(configs).items()
+    }
+    logs = {key: args.out / "runs" / f"{key}.valid.log" for key in valid_cmds}
+    if args.dry_run:
+        for cmd in valid_cmds.values():
+            print(shlex.join(cmd))
+        return {}
+    run_all(valid_cmds, logs)
+
+    validation: Dict[str, Any] = {}
+    for name, config in configs.items():
+        scores, summaries = [], []
+        for seed in args.seeds:
+            d = run_dir(args.out, config, seed)
+            scores.append(load_score(d / "eval" / f"{args.valid_split}_avg.json")["bleu"])
+            summaries.append(training_summary(d / "train.log"))
+        losses = [s["valid_loss"] for s in summaries if s["valid_loss"] is not None]
+        validation[name] = {
+            "arch": config.arch,
+            "options": config.options,
+            "per_seed": scores,
+            "bleu": mean_spread(scores),
+            "valid_loss_mean": statistics.fmean(losses) if losses else None,
+            "updates_mean": statistics.fmean(s["updates"] for s in summaries),
+        }
+    best = max((n for n in configs if n != args.baseline), key=lambda n: validation[n]["bleu"]["mean"])
+    finals = [args.baseline, best] + [n for n in args.final if n not in (args.baseline, best)]
+
+    # 2. The final candidates on the test split, once per seed (re-running a recipe only adds its evaluation).
+    test_cmds = {key: train_command(args, configs[n], int(s), args.test_split) for key, (n, s) in runs(finals).items()}
+    run_all(test_cmds, {key: args.out / "runs" / f"{key}.test.log" for key in test_cmds})
+    test: Dict[str, Any] = {}
+    hyps: Dict[str, List[List[str]]] = {}
+    reference_files = set()
+    for name in finals:
+        results = [
+            load_score(run_dir(args.out, configs[name], s) / "eval" / f"{args.test_split}_avg.json") for s in args.seeds
+        ]
+        hyps[name] = [read_lines(r["hypotheses"]) for r in results]
+        reference_files.update(r["references"] for r in results)
+        test[name] = {"per_seed": [r["bleu"] for r in results], "bleu": mean_spread([r["bleu"] for r in results])}
+    if len(reference_files) != 1:
+        raise ToolError(f"the final runs were scored against different references: {sorted(reference_files)}")
+    references = read_lines(reference_files.pop())
+    for name in finals:
+        if name == args.baseline:
+            continue
+        test[name]["paired_bootstrap"] = []
+        for base, system, b, s in zip(
+            hyps[args.baseline], hyps[name], test[args.baseline]["per_seed"], test[name]["per_seed"]
+        ):
+            if len(base) != len(references) or len(system) != len(references):
+                raise ToolError(f"{args.test_split}: hypothesis and reference counts differ")
+            pbs = paired_bootstrap(references, base, system, args.bootstrap_samples)
+            test[name]["paired_bootstrap"].append({"delta": s - b, **pbs})
+
+    record = {
+        "title": f"{args.data.name} {src}->{tgt}: {args.minutes:g} min of concurrent training per run, "
+        f"seeds {', '.join(map(str, args.seeds))}",
+        "baseline": args.baseline,
+        "best": best,
+        "finals": finals,
+        "valid_split": args.valid_split,
+        "test_split": args.test_split,
+        "validation": validation,
+        "test": test,
+        "command": sys.argv,
+    }
+    write_json_atomic(args.out / "compare.json", record)
+    write_text_atomic(args.out / "compare.md", format_tables(record))
+    plot(record, args.out / "compare.png")
+    return record
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="resmlp-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", type=Path, required=True, help="data_prep output directory")
+    p.add_argument("--out", type=Path, required=True, help="output directory (re-runs resume)")
+    p.add_argument("--config", action="append", required=True, help="NAME=ARCH [fairseq-train options]; repeat")
+    p.add_argument("--baseline", required=True, help="the configuration the others are compared with")
+    p.add_argument("--final", nargs="*", default=[], help="configurations tested in any case, besides the best")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="seeds of every configuration (default 1 2)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time of every run (default %(default)s)")
+    p.add_argument("--save-interval", type=int, default=4, help="epochs between checkpoints (default %(default)s)")
+    p.add_argument("--average-last", type=int, default=3, help="checkpoints averaged (default %(default)s)")
+    p.add_argument("--valid-split", default="valid", help="the split choices are made on (default %(default)s)")
+    p.add_argument("--test-split", default="test", help="the split finals are scored on (default %(default)s)")
+    p.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap samples (default 1000)")
+    p.add_argument("--dry-run", action="store_true", help="print the training commands and exit")
+    p.add_argument(
+        "--train-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="last: more resmlp-train-small options for every run (e.g. --max-tokens 4096 --cpu)",
+    )
+    return p
+
+
+@console_script
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.minutes <= 0:
+        raise ToolError("--minutes must be positive")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ToolError("--seeds must be distinct")
+    record = compare(args)
+    if record:
+        print(format_tables(record), end="")
+        print(f"result: {args.out / 'compare.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
