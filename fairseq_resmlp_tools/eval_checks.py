@@ -167,19 +167,18 @@ def verify_spm(
 # --- fairseq-generate output ------------------------------------------------------------------------------
 
 
-def hypothesis_form(hypotheses: Sequence[str], where: str) -> str:
-    """``pieces`` (fairseq-generate's default: H- lines are SentencePiece pieces) or ``text`` (made with
-    ``--post-process sentencepiece``: H- lines already detokenized). Splitting text into "pieces" and decoding
-    it would glue its words together, so a mix of both is refused."""
-    with_boundary = [i for i, h in enumerate(hypotheses) if _WORD_BOUNDARY in h]
-    without = [i for i, h in enumerate(hypotheses) if h.strip() and _WORD_BOUNDARY not in h]
-    if with_boundary and without:
-        raise ToolError(
-            f"{where}: {len(with_boundary)} H- lines are SentencePiece pieces (with {_WORD_BOUNDARY}) and "
-            f"{len(without)} are plain text (e.g. sentence {without[0]}): not the output of one fairseq-generate "
-            "run; refusing to score"
-        )
-    return "text" if without else "pieces"
+def output_form(lines: Sequence[str]) -> str:
+    """``pieces`` (fairseq-generate's default: S-, T- and H- lines are SentencePiece pieces) or ``text`` (made with
+    ``--post-process sentencepiece``: every line already detokenized). Decoding text as if it were pieces would
+    glue its words together.
+
+    Told by SentencePiece's word-boundary mark, which the post-processing turns into spaces: the pieces of every
+    source sentence have it (its first piece starts a word); a hypothesis alone may not (an untrained model's).
+    """
+    from fairseq_resmlp_tools.fairseq_io import parse_generate_output
+
+    texts = [t for prefix in ("S", "T", "H") for _, t in parse_generate_output(lines, prefix)]
+    return "pieces" if any(_WORD_BOUNDARY in t for t in texts) else "text"
 
 
 def restore_byte_pieces(text: str) -> str:

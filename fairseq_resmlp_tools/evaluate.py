@@ -54,7 +54,7 @@ from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, write_json_atomic, write_text_atomic
 from fairseq_resmlp_tools.eval_checks import (
     Verification,
-    hypothesis_form,
+    output_form,
     restore_byte_pieces,
     sha256_file,
     verify_checkpoint,
@@ -362,9 +362,9 @@ def verify_inputs(args: argparse.Namespace, data: EvalData) -> Verification:
     return checks
 
 
-def detokenize(hypotheses: Sequence[str], spm_model: Path, where: str, checks: Verification) -> List[str]:
+def detokenize(hypotheses: Sequence[str], form: str, spm_model: Path, where: str, checks: Verification) -> List[str]:
     """The hypotheses as text: SentencePiece pieces decoded, or fairseq's post-processed text as it is."""
-    if hypothesis_form(hypotheses, where) == "text":
+    if form == "text":
         checks.verified.append(
             f"{where}: H- lines are already detokenized text (fairseq --post-process sentencepiece): scored as "
             "written, byte-fallback pieces restored"
@@ -502,8 +502,9 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             run_generate(cmd, tmp / "generate.txt")
             generate_text = (tmp / "generate.txt").read_text(encoding="utf-8")
             where = "fairseq-generate"
-        hypotheses = order_hypotheses(parse_generate_output(generate_text.split("\n")), n, where)
-        detok = detokenize(hypotheses, data.spm_model, where, checks)
+        lines = generate_text.split("\n")
+        hypotheses = order_hypotheses(parse_generate_output(lines), n, where)
+        detok = detokenize(hypotheses, output_form(lines), data.spm_model, where, checks)
         metrics = score(detok, references, str(data.target_lang), args.tok_tokenizer)
         result = {
             "format": RESULT_FORMAT,

@@ -16,7 +16,7 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from fairseq_resmlp_tools import average as average_checkpoints
-from fairseq_resmlp_tools import evaluate
+from fairseq_resmlp_tools import evaluate, tokenized_bleu
 from fairseq_resmlp_tools import plot as plot_training
 from fairseq_resmlp_tools._cli import ToolError, run_cli
 from fairseq_resmlp_tools.fairseq_io import user_dir
@@ -91,16 +91,16 @@ def toy(tmp_path_factory):
 
 def test_compound_split_matches_the_perl_rule():
     # perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g' scans without overlaps: the second hyphen of a-b-c stays.
-    assert evaluate.compound_split("rot-weißes T-Shirt") == "rot ##AT##-##AT## weißes T ##AT##-##AT## Shirt"
-    assert evaluate.compound_split("a-b-c") == "a ##AT##-##AT## b-c"
-    assert evaluate.compound_split("E-Mail-Postfach") == "E ##AT##-##AT## Mail ##AT##-##AT## Postfach"
-    assert evaluate.compound_split("x - y, -z, z-") == "x - y, -z, z-"
+    assert tokenized_bleu.compound_split("rot-weißes T-Shirt") == "rot ##AT##-##AT## weißes T ##AT##-##AT## Shirt"
+    assert tokenized_bleu.compound_split("a-b-c") == "a ##AT##-##AT## b-c"
+    assert tokenized_bleu.compound_split("E-Mail-Postfach") == "E ##AT##-##AT## Mail ##AT##-##AT## Postfach"
+    assert tokenized_bleu.compound_split("x - y, -z, z-") == "x - y, -z, z-"
 
 
 def test_scores_equal_sacrebleu_api_on_fixed_files():
     hyps = (DATA / "scoring.hyp.de").read_text(encoding="utf-8").splitlines()
     refs = (DATA / "scoring.ref.de").read_text(encoding="utf-8").splitlines()
-    result = evaluate.score(hyps, refs)
+    result = evaluate.score(hyps, refs, "de", "13a")
 
     bleu = BLEU()
     assert result["sacrebleu"]["score"] == bleu.corpus_score(hyps, [refs]).score
@@ -124,15 +124,16 @@ def test_scores_equal_sacrebleu_api_on_fixed_files():
     tok_hyps = [tokenized[i][0] if i in tokenized else tok(h) for i, h in enumerate(hyps)]
     tok_refs = [tokenized[i][1] if i in tokenized else tok(r) for i, r in enumerate(refs)]
     expected = BLEU(tokenize="none", force=True).corpus_score(tok_hyps, [tok_refs]).score
-    assert result["tokenized_bleu_compound_split"]["score"] == pytest.approx(expected, abs=1e-9)
-    assert result["tokenized_bleu_compound_split"]["score"] != result["sacrebleu"]["score"]
+    assert result["tokenized_bleu"]["score"] == pytest.approx(expected, abs=1e-9)
+    assert result["tokenized_bleu"]["score"] != result["sacrebleu"]["score"]
+    assert result["tokenized_bleu"]["label"] == "tokenized BLEU (sacreBLEU 13a, Moses-like, compound split)"
 
 
 def test_identical_text_scores_100():
     refs = (DATA / "scoring.ref.de").read_text(encoding="utf-8").splitlines()
-    result = evaluate.score(refs, refs)
+    result = evaluate.score(refs, refs, "de")
     assert result["sacrebleu"]["score"] == pytest.approx(100.0)
-    assert result["tokenized_bleu_compound_split"]["score"] == pytest.approx(100.0)
+    assert result["tokenized_bleu"]["score"] == pytest.approx(100.0)
 
 
 # --- counts ----------------------------------------------------------------------------------------------
@@ -155,7 +156,8 @@ def _fake_generate_output(path: Path, spm_model: Path, hyps, order):
     lines = []
     for i in order:  # fairseq prints in batch order, not test-set order
         pieces = " ".join(sp.encode(hyps[i], out_type=str))
-        lines += [f"S-{i}\tsource", f"H-{i}\t-0.5\t{pieces}", f"D-{i}\t-0.5\t{pieces}", f"P-{i}\t-0.1 -0.2"]
+        source = " ".join(sp.encode(f"source {i}", out_type=str))
+        lines += [f"S-{i}\t{source}", f"H-{i}\t-0.5\t{pieces}", f"D-{i}\t-0.5\t{pieces}", f"P-{i}\t-0.1 -0.2"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -183,7 +185,8 @@ def test_scoring_an_existing_generate_output_decodes_and_reorders(toy, tmp_path,
     assert result["counts"] == {"references": N_TEST, "hypotheses": N_TEST}
     assert result["metrics"]["sacrebleu"]["score"] == BLEU().corpus_score(hyps, [refs]).score
     out = capsys.readouterr().out
-    assert "sacreBLEU (detokenized, cased)" in out and "tokenized BLEU, compound split" in out
+    assert "sacreBLEU (detokenized, cased)" in out
+    assert "tokenized BLEU (Moses tokenizer.perl -l de via sacremoses, compound split)" in out
 
 
 @pytest.mark.parametrize("problem", ["missing", "extra"])
