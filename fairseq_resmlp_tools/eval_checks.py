@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import ToolError
 
@@ -175,10 +175,21 @@ def output_form(lines: Sequence[str]) -> str:
     Told by SentencePiece's word-boundary mark, which the post-processing turns into spaces: the pieces of every
     source sentence have it (its first piece starts a word); a hypothesis alone may not (an untrained model's).
     """
-    from fairseq_resmlp_tools.fairseq_io import parse_generate_output
+    return "pieces" if any(_WORD_BOUNDARY in text for _, text in sentence_lines(lines)) else "text"
 
-    texts = [t for prefix in ("S", "T", "H") for _, t in parse_generate_output(lines, prefix)]
-    return "pieces" if any(_WORD_BOUNDARY in t for t in texts) else "text"
+
+def sentence_lines(lines: Sequence[str]) -> List[Tuple[str, str]]:
+    """(``S-3``, text) for the source (S-), reference (T-) and hypothesis (H-, after its score) lines of
+    fairseq-generate's output."""
+    found = []
+    for line in lines:
+        tag, sep, rest = line.rstrip("\n").partition("\t")
+        if not sep or not re.fullmatch(r"[STH]-\d+", tag):
+            continue
+        if tag.startswith("H"):
+            rest = rest.partition("\t")[2]  # H-ID <tab> score <tab> text
+        found.append((tag, rest))
+    return found
 
 
 def restore_byte_pieces(text: str) -> str:
@@ -189,18 +200,18 @@ def restore_byte_pieces(text: str) -> str:
     )
 
 
-def verify_pieces(hypotheses: Sequence[str], spm_model: Path, where: str, check: Verification) -> None:
-    """Every piece of the hypotheses is a piece of the SentencePiece model (else the output came from a model
-    trained with another one, and decoding it would silently produce other text)."""
+def verify_pieces(lines: Sequence[str], spm_model: Path, where: str, check: Verification) -> None:
+    """Every piece of the S-, T- and H- lines is a piece of the SentencePiece model (else the output came from
+    data encoded with another one, and decoding it would silently produce other text)."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(spm_model))
     known = {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
-    for i, hypothesis in enumerate(hypotheses):
-        unknown = [p for p in hypothesis.split() if p not in known]
+    for tag, text in sentence_lines(lines):
+        unknown = [p for p in text.split() if p not in known]
         if unknown:
             raise ToolError(
-                f"{where}: sentence {i} has pieces that are not in --spm-model {spm_model} ({', '.join(unknown[:5])}): "
-                "the output was made with another SentencePiece model"
+                f"{where}: {tag} has pieces that are not in --spm-model {spm_model} "
+                f"({', '.join(unknown[:5])}): the output was made with another SentencePiece model"
             )
-    check.verified.append(f"every hypothesis piece is a piece of {spm_model}")
+    check.verified.append(f"every piece of the S-/T-/H- lines is a piece of {spm_model}")

@@ -362,16 +362,18 @@ def verify_inputs(args: argparse.Namespace, data: EvalData) -> Verification:
     return checks
 
 
-def detokenize(hypotheses: Sequence[str], form: str, spm_model: Path, where: str, checks: Verification) -> List[str]:
+def detokenize(
+    hypotheses: Sequence[str], lines: Sequence[str], spm_model: Path, where: str, checks: Verification
+) -> List[str]:
     """The hypotheses as text: SentencePiece pieces decoded, or fairseq's post-processed text as it is."""
-    if form == "text":
+    if output_form(lines) == "text":
         checks.verified.append(
             f"{where}: H- lines are already detokenized text (fairseq --post-process sentencepiece): scored as "
             "written, byte-fallback pieces restored"
         )
         checks.not_verified.append(f"{where}: detokenized text cannot be checked against {spm_model}")
         return [restore_byte_pieces(h) for h in hypotheses]
-    verify_pieces(hypotheses, spm_model, where, checks)
+    verify_pieces(lines, spm_model, where, checks)
     return decode_pieces(hypotheses, spm_model)
 
 
@@ -504,7 +506,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             where = "fairseq-generate"
         lines = generate_text.split("\n")
         hypotheses = order_hypotheses(parse_generate_output(lines), n, where)
-        detok = detokenize(hypotheses, output_form(lines), data.spm_model, where, checks)
+        detok = detokenize(hypotheses, lines, data.spm_model, where, checks)
         metrics = score(detok, references, str(data.target_lang), args.tok_tokenizer)
         result = {
             "format": RESULT_FORMAT,

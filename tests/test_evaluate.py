@@ -1,7 +1,7 @@
 """resmlp-evaluate, resmlp-average and resmlp-plot (fairseq_resmlp_tools.evaluate, .average, .plot).
 
-A module fixture builds a toy data directory in data_prep's layout (21 test sentences: not a multiple of 8)
-and trains resmlp_tiny for two epochs on the CPU (about 15 s); the rest reuses it.
+The session fixture ``toy`` (conftest.py) builds a toy data directory in data_prep's layout (21 test sentences:
+not a multiple of 8) and trains resmlp_tiny for two epochs on the CPU (about 15 s); the rest reuses it.
 """
 
 import json
@@ -19,9 +19,6 @@ from fairseq_resmlp_tools import average as average_checkpoints
 from fairseq_resmlp_tools import evaluate, tokenized_bleu
 from fairseq_resmlp_tools import plot as plot_training
 from fairseq_resmlp_tools._cli import ToolError, run_cli
-from fairseq_resmlp_tools.fairseq_io import user_dir
-from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
-from fairseq_resmlp_tools.toy_data import build_toy_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -43,47 +40,6 @@ def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProc
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """(data dir, save dir with checkpoint1.pt and checkpoint2.pt, training console log)."""
-    root = tmp_path_factory.mktemp("toy")
-    data = build_toy_data(root / "data", n_train=2000, n_valid=20, n_test=N_TEST)
-    save = root / "run"
-    cmd = [
-        str(Path(sys.executable).parent / "fairseq-train"),
-        str(data / "data-bin"),
-        "--user-dir",
-        str(user_dir()),
-        "--arch",
-        "resmlp_tiny",
-        "--share-all-embeddings",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.005",
-        *label_smoothing(0.1),
-        "--max-tokens",
-        "4096",
-        "--max-update",
-        "16",
-        "--save-dir",
-        str(save),
-        "--cpu",
-        "--log-format",
-        "json",
-        "--log-interval",
-        "4",
-        "--required-batch-size-multiple",
-        "1",
-        "--num-workers",
-        "0",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert (save / "checkpoint1.pt").exists() and (save / "checkpoint2.pt").exists(), sorted(os.listdir(save))
-    return data, save, proc.stdout
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
@@ -156,8 +112,7 @@ def _fake_generate_output(path: Path, spm_model: Path, hyps, order):
     lines = []
     for i in order:  # fairseq prints in batch order, not test-set order
         pieces = " ".join(sp.encode(hyps[i], out_type=str))
-        source = " ".join(sp.encode(f"source {i}", out_type=str))
-        lines += [f"S-{i}\t{source}", f"H-{i}\t-0.5\t{pieces}", f"D-{i}\t-0.5\t{pieces}", f"P-{i}\t-0.1 -0.2"]
+        lines += [f"S-{i}\t{pieces}", f"H-{i}\t-0.5\t{pieces}", f"D-{i}\t-0.5\t{pieces}", f"P-{i}\t-0.1 -0.2"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
