@@ -52,6 +52,10 @@ NOT_VARIED = {
     "activation_dropout": "inactive in eval mode (resmlp_small's 0.1 is built here); see test_dropout_*",
     **{name: "a size: shrunk to TINY in every variant" for name in TINY},
     "decoder_attention_heads": "a size: each architecture's own value is kept (2, 4 and 8 heads)",
+    **{
+        name: "set by the model from its data, verified at load: tests/test_evaluate_bad_input.py"
+        for name in ("source_dict_sha256", "target_dict_sha256", "direction")
+    },
 }
 
 

@@ -243,6 +243,10 @@ def test_average_of_two_checkpoints_is_the_mean_of_their_weights(toy, tmp_path):
     assert not torch.equal(a["encoder.embed_tokens.weight"], b["encoder.embed_tokens.weight"])
     assert avg["last_optimizer_state"] is None
     assert avg["cfg"]["model"]["encoder_embed_dim"] == 32  # resmlp_tiny's configuration, kept
+    # What the model recorded about its data, kept too (it is what loading the average verifies).
+    for key in ("source_dict_sha256", "target_dict_sha256", "direction"):
+        assert avg["cfg"]["model"][key] == torch.load(save / "checkpoint1.pt", weights_only=True)["cfg"]["model"][key]
+    assert avg["cfg"]["model"]["direction"] == "en-de"
 
 
 def test_averaged_checkpoint_loads_in_generate_and_hub(toy, tmp_path):

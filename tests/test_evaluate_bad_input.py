@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import TinyTask, build_model, make_dictionary, run_fairseq
 from sacrebleu.metrics import BLEU
 
@@ -247,3 +248,13 @@ def _pieces(data: Path, text_file: Path):
 
     sp = spm.SentencePieceProcessor(model_file=str(data / "spm.model"))
     return [" ".join(sp.encode(line, out_type=str)) for line in text_file.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_checkpoint_without_the_record_loads_as_before(v1_data_dir):
+    from helpers import V1_CHECKPOINT_DIR, load_v1_hub
+
+    raw = torch.load(V1_CHECKPOINT_DIR / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert "direction" not in raw["cfg"]["model"]  # fairseq-resmlp 0.1.0 recorded nothing
+    hub = load_v1_hub(v1_data_dir)
+    assert hub.models[0].cfg.direction == "src-tgt"  # recorded from the data it was loaded with, in memory only
+    assert isinstance(hub.translate(" ".join(hub.src_dict.symbols[4:7])), str)
