@@ -306,15 +306,27 @@ def default_output(args: argparse.Namespace, data: EvalData) -> Path:
     return first.parent / "eval" / f"{data.split}_{data.source_lang}-{data.target_lang}_{stem}.json"
 
 
-def refuse_replacing_other_data(output: Path, previous: Optional[Dict[str, Any]], identity: Dict[str, Any]) -> None:
+def refuse_replacing_other_data(
+    output: Path, previous: Optional[Dict[str, Any]], identity: Dict[str, Any], data: EvalData
+) -> None:
     """A result at ``output`` of other data or another direction is not replaced silently."""
     if previous is None or previous.get("data") == identity:
         return
-    if previous.get("format") != RESULT_FORMAT or "data" not in previous:
-        what = "an older format"
+    if "data" not in previous:
+        # An older result records no content: the same split, direction and reference file are taken as the same
+        # evaluation (it is then recomputed with today's metrics).
+        same = (previous.get("split"), previous.get("source_lang"), previous.get("target_lang")) == (
+            data.split,
+            data.source_lang,
+            data.target_lang,
+        )
+        if same and previous.get("references") == str(data.references):
+            return
+        direction = f"{previous.get('source_lang')}->{previous.get('target_lang')}"
+        what = f"{previous.get('split')} {direction} of {previous.get('references')}"
     else:
         old = previous["data"]
-        what = f"{old.get('split')} {str(old.get('direction')).replace('-', '->')}, other data" if old else "?"
+        what = f"{old.get('split')} {str(old.get('direction')).replace('-', '->')}, other data"
     raise ToolError(
         f"{output} holds the result of another evaluation ({what}); give another --output, or --force to replace it"
     )
@@ -464,7 +476,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         print(f"up to date: {output} (same checkpoints, data and options; --force recomputes)", file=sys.stderr)
         return previous
     if not args.force:
-        refuse_replacing_other_data(output, previous, identity)
+        refuse_replacing_other_data(output, previous, identity, data)
 
     references = read_lines(data.references)
     n = len(references)

@@ -16,7 +16,7 @@ from sacrebleu.metrics import BLEU
 
 from fairseq_resmlp import ResMLPCheckpointError, ResMLPModel
 from fairseq_resmlp_tools import evaluate
-from fairseq_resmlp_tools._cli import run_cli
+from fairseq_resmlp_tools._cli import ToolError, run_cli
 from fairseq_resmlp_tools.eval_checks import restore_byte_pieces
 from fairseq_resmlp_tools.fairseq_io import user_dir
 from fairseq_resmlp_tools.tokenized_bleu import tokenize_for_bleu, tokenized_bleu
@@ -258,3 +258,12 @@ def test_a_checkpoint_without_the_record_loads_as_before(v1_data_dir):
     hub = load_v1_hub(v1_data_dir)
     assert hub.models[0].cfg.direction == "src-tgt"  # recorded from the data it was loaded with, in memory only
     assert isinstance(hub.translate(" ".join(hub.src_dict.symbols[4:7])), str)
+
+
+def test_an_older_result_is_replaced_only_by_the_same_evaluation(tmp_path):
+    data = evaluate.EvalData(None, tmp_path / "spm.model", tmp_path / "test.de", "en", "de", "test")
+    old = {"format": 1, "split": "test", "source_lang": "en", "target_lang": "de", "references": str(data.references)}
+    evaluate.refuse_replacing_other_data(tmp_path / "r.json", old, {"direction": "en-de"}, data)  # same: replaced
+    with pytest.raises(ToolError, match=r"r.json holds the result of another evaluation \(test de->en of "):
+        reversed_old = {**old, "source_lang": "de", "target_lang": "en"}
+        evaluate.refuse_replacing_other_data(tmp_path / "r.json", reversed_old, {"direction": "en-de"}, data)
