@@ -10,22 +10,30 @@ Translation runs ``fairseq-generate`` with ``--user-dir fairseq_resmlp`` and ``-
 back in test-set order and SentencePiece-decoded here; scoring is refused (exit status 1) unless there is
 exactly one hypothesis for every reference line.
 
+Before anything is translated or scored it verifies that everything belongs together (the result JSON lists
+what was verified under ``checks``): the checkpoint's recorded dictionaries and direction against the data-bin
+and --source-lang/--target-lang, the SentencePiece model against the data's manifest.json (or, without one,
+against the dictionary's symbols), and an existing --generate-output's hypotheses against the SentencePiece
+model (pieces) or as fairseq's ``--post-process sentencepiece`` text.
+
 Three scores, against the raw (untokenized, cased) reference text:
 
 * sacreBLEU: detokenized, cased BLEU with sacreBLEU's default 13a tokenization, and its signature. This is
   the number to compare across papers and toolkits.
 * chrF2 (sacreBLEU's chrF, with its signature).
-* tokenized BLEU with compound splitting: the metric of the WMT14 tables of Vaswani et al. 2017, Ott et al.
-  2018 and the ResMLP paper. Hypotheses and references are tokenized Moses-style (sacreBLEU's 13a tokenizer,
-  or ``--tok-tokenizer intl``), hyphenated compounds are split as fairseq's ``compound_split_bleu.sh`` does
-  (``a-b`` -> ``a ##AT##-##AT## b``), and BLEU is computed on those tokens. It is not comparable with
-  sacreBLEU: it is typically higher on En-De.
+* tokenized BLEU: the metric of the WMT14 tables of Vaswani et al. 2017, Ott et al. 2018 and the ResMLP paper.
+  Hypotheses and references are tokenized with Moses' tokenizer.perl -l TARGET (sacremoses), for German
+  hyphenated compounds are split (``a-b`` -> ``a ##AT##-##AT## b``), and BLEU is computed on those tokens
+  (fairseq_resmlp_tools/tokenized_bleu.py says why). It is not comparable with sacreBLEU.
 
-Outputs (default next to the first checkpoint, in ``eval/``): ``NAME.json`` (scores, signatures, counts, the
+Outputs (default next to the first checkpoint, in ``eval/``, named by split, direction and checkpoint):
+``NAME.json`` (scores, signatures, counts, the
 command), ``NAME.hyp`` (the detokenized hypotheses, one per line, in test-set order) and
 ``NAME.generate.txt`` (fairseq-generate's raw output). Every file is written under a temporary name and
-renamed, so an interrupted run leaves no half-written output; a re-run with the same inputs and options
-prints the stored result instead of translating again (``--force`` recomputes).
+renamed, so an interrupted run leaves no half-written output; a re-run with the same inputs (by content,
+checkpoints by size and time) and options prints the stored result instead of translating again (``--force``
+recomputes). A result of other data or another direction at the output path is never replaced without
+``--force``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, write_json_atomic, write_text_atomic
+from fairseq_resmlp_tools.eval_checks import (
+    Verification,
+    output_form,
+    restore_byte_pieces,
+    sha256_file,
+    verify_checkpoint,
+    verify_pieces,
+    verify_spm,
+)
 from fairseq_resmlp_tools.fairseq_io import (
     fairseq_command,
     format_command,
@@ -53,38 +70,17 @@ from fairseq_resmlp_tools.fairseq_io import (
     user_dir,
 )
 from fairseq_resmlp_tools.prepared_data import data_languages
+from fairseq_resmlp_tools.tokenized_bleu import TOKENIZERS, tokenized_bleu
 
-RESULT_FORMAT = 1
-
-# fairseq's compound_split_bleu.sh applies perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g' to tokenized text.
-# Python's re.sub scans left to right without overlaps exactly as perl's /g does, so "a-b-c" becomes
-# "a ##AT##-##AT## b-c" in both.
-_COMPOUND = re.compile(r"(\S)-(\S)")
-
+RESULT_FORMAT = 2
 
 # --- scoring ---------------------------------------------------------------------------------------------
 
 
-def compound_split(line: str) -> str:
-    """Split hyphenated compounds the way the WMT14 papers' scoring script does."""
-    return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", line)
-
-
-def moses_like_tokenizer(name: str):
-    """sacreBLEU's re-implementation of Moses-style tokenization (``13a``, or ``intl`` for Unicode punctuation)."""
-    if name == "13a":
-        from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-
-        return Tokenizer13a()
-    if name == "intl":
-        from sacrebleu.tokenizers.tokenizer_intl import TokenizerV14International
-
-        return TokenizerV14International()
-    raise ToolError(f"unknown --tok-tokenizer {name!r} (choose 13a or intl)")
-
-
-def score(hypotheses: Sequence[str], references: Sequence[str], tok_tokenizer: str = "13a") -> Dict[str, Any]:
-    """sacreBLEU, chrF and tokenized compound-split BLEU of ``hypotheses`` against one reference each."""
+def score(
+    hypotheses: Sequence[str], references: Sequence[str], target_lang: str, tok_tokenizer: str = "moses"
+) -> Dict[str, Any]:
+    """sacreBLEU, chrF and the papers' tokenized BLEU of ``hypotheses`` against one reference each."""
     from sacrebleu.metrics import BLEU, CHRF
 
     if len(hypotheses) != len(references):
@@ -93,13 +89,6 @@ def score(hypotheses: Sequence[str], references: Sequence[str], tok_tokenizer: s
     bleu_result = bleu.corpus_score(list(hypotheses), [list(references)])
     chrf = CHRF()
     chrf_result = chrf.corpus_score(list(hypotheses), [list(references)])
-
-    tokenize = moses_like_tokenizer(tok_tokenizer)
-    tok_hyps = [compound_split(tokenize(h)) for h in hypotheses]
-    tok_refs = [compound_split(tokenize(r)) for r in references]
-    # tokenize="none": the text is already tokenized; force=True silences sacreBLEU's warning about that.
-    tok_bleu = BLEU(tokenize="none", force=True)
-    tok_result = tok_bleu.corpus_score(tok_hyps, [tok_refs])
     return {
         "sacrebleu": {
             "score": bleu_result.score,
@@ -110,13 +99,7 @@ def score(hypotheses: Sequence[str], references: Sequence[str], tok_tokenizer: s
             "score": chrf_result.score,
             "signature": str(chrf.get_signature()),
         },
-        "tokenized_bleu_compound_split": {
-            "score": tok_result.score,
-            "tokenizer": f"sacrebleu {tok_tokenizer} (Moses-style)",
-            "compound_split": "##AT##-##AT## (fairseq compound_split_bleu.sh)",
-            "detail": str(tok_result),
-            "note": "tokenized BLEU as in the WMT14 tables of the papers; not comparable with sacreBLEU",
-        },
+        "tokenized_bleu": tokenized_bleu(hypotheses, references, target_lang, tok_tokenizer),
     }
 
 
@@ -196,6 +179,12 @@ def resolve_data(args: argparse.Namespace) -> EvalData:
         references = official if official.is_file() else args.data / "raw" / f"{args.split}.{tgt}"
     if not references.is_file():
         raise ToolError(f"reference file {references} does not exist")
+    if tgt is None:
+        # The tokenized BLEU's tokenizer is language specific: take the reference's suffix (raw/test.de) if it is one.
+        suffix = references.suffix.lstrip(".")
+        if not re.fullmatch(r"[a-z]{2,3}", suffix):
+            raise ToolError(f"give --target-lang: the language of {references} cannot be told from its name")
+        tgt = suffix
     return EvalData(data_bin, spm_model, references, src, tgt, args.split)
 
 
@@ -277,29 +266,70 @@ def _file_identity(path: Path) -> Dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def fingerprint(checkpoints: Sequence[Path], data: EvalData, args: argparse.Namespace) -> str:
-    """Identity of everything the result depends on: a re-run with the same fingerprint reuses the result."""
-    files = list(checkpoints) + [data.spm_model, data.references]
+def data_identity(data: EvalData, generate_output: Optional[Path]) -> Dict[str, Any]:
+    """What the scores are of, by content: direction, split, references, SentencePiece model, dictionaries."""
+    files = [data.references, data.spm_model]
     if data.data_bin is not None:
-        files += sorted(data.data_bin.glob(f"{data.split}.*")) + sorted(data.data_bin.glob("dict.*.txt"))
-    if args.generate_output is not None:
-        files.append(args.generate_output)
+        files += sorted(data.data_bin.glob("dict.*.txt"))
+    if generate_output is not None:
+        files.append(generate_output)
+    return {
+        "direction": f"{data.source_lang}-{data.target_lang}",
+        "split": data.split,
+        "sha256": {str(f): sha256_file(f) for f in files},
+    }
+
+
+def fingerprint(checkpoints: Sequence[Path], data: EvalData, identity: Dict[str, Any], args: argparse.Namespace) -> str:
+    """Identity of everything the result depends on: a re-run with the same fingerprint reuses the result.
+
+    Checkpoints (large) by path, size and time; the data by content (``identity``) and the binarized split by
+    path, size and time."""
+    files = list(checkpoints)
+    if data.data_bin is not None:
+        files += sorted(data.data_bin.glob(f"{data.split}.*"))
     key = {
         "format": RESULT_FORMAT,
         "files": [_file_identity(f) for f in files],
-        "langs": [data.source_lang, data.target_lang],
-        "split": data.split,
+        "data": identity,
         "options": {k: getattr(args, k) for k in ("beam", "lenpen", "cpu", "fp16", "tok_tokenizer", "generate_args")},
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def default_output(args: argparse.Namespace, data: EvalData) -> Path:
+    """CKPT_DIR/eval/SPLIT_SRC-TGT_CKPT.json: one checkpoint's results in each direction and split side by side."""
     if args.generate_output is not None:
         return args.generate_output.with_suffix(".json")
     first = args.checkpoints[0]
     stem = first.stem if len(args.checkpoints) == 1 else f"avg{len(args.checkpoints)}_{args.checkpoints[-1].stem}"
-    return first.parent / "eval" / f"{data.split}_{stem}.json"
+    return first.parent / "eval" / f"{data.split}_{data.source_lang}-{data.target_lang}_{stem}.json"
+
+
+def refuse_replacing_other_data(
+    output: Path, previous: Optional[Dict[str, Any]], identity: Dict[str, Any], data: EvalData
+) -> None:
+    """A result at ``output`` of other data or another direction is not replaced silently."""
+    if previous is None or previous.get("data") == identity:
+        return
+    if "data" not in previous:
+        # An older result records no content: the same split, direction and reference file are taken as the same
+        # evaluation (it is then recomputed with today's metrics).
+        same = (previous.get("split"), previous.get("source_lang"), previous.get("target_lang")) == (
+            data.split,
+            data.source_lang,
+            data.target_lang,
+        )
+        if same and previous.get("references") == str(data.references):
+            return
+        direction = f"{previous.get('source_lang')}->{previous.get('target_lang')}"
+        what = f"{previous.get('split')} {direction} of {previous.get('references')}"
+    else:
+        old = previous["data"]
+        what = f"{old.get('split')} {str(old.get('direction')).replace('-', '->')}, other data"
+    raise ToolError(
+        f"{output} holds the result of another evaluation ({what}); give another --output, or --force to replace it"
+    )
 
 
 def format_table(result: Dict[str, Any]) -> str:
@@ -314,8 +344,8 @@ def format_table(result: Dict[str, Any]) -> str:
         f"{'-' * 44}{'-' * 7}  {'-' * 40}",
         f"{'sacreBLEU (detokenized, cased)':<44}{m['sacrebleu']['score']:>7.2f}  {m['sacrebleu']['signature']}",
         f"{'chrF2':<44}{m['chrf']['score']:>7.2f}  {m['chrf']['signature']}",
-        f"{'tokenized BLEU, compound split (papers)':<44}{m['tokenized_bleu_compound_split']['score']:>7.2f}  "
-        f"{m['tokenized_bleu_compound_split']['tokenizer']} + ##AT##-##AT##; not comparable with sacreBLEU",
+        f"{'tokenized BLEU (papers)':<44}{m['tokenized_bleu']['score']:>7.2f}  "
+        f"{m['tokenized_bleu']['label']}; not comparable with sacreBLEU",
         "",
         f"hypotheses: {result['files']['hypotheses']}",
         f"result:     {result['files']['result']}",
@@ -328,6 +358,35 @@ def load_result(path: Path) -> Optional[Dict[str, Any]]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+# --- verification ----------------------------------------------------------------------------------------
+
+
+def verify_inputs(args: argparse.Namespace, data: EvalData) -> Verification:
+    """Everything that must belong together, checked before translating: a ToolError names what does not."""
+    checks = Verification()
+    langs = [lang for lang in (data.source_lang, data.target_lang) if lang]
+    verify_spm(data.spm_model, args.data, data.data_bin, langs, checks)
+    if data.data_bin is not None and data.source_lang and data.target_lang:
+        for checkpoint in args.checkpoints:
+            verify_checkpoint(checkpoint, data.data_bin, data.source_lang, data.target_lang, checks)
+    return checks
+
+
+def detokenize(
+    hypotheses: Sequence[str], lines: Sequence[str], spm_model: Path, where: str, checks: Verification
+) -> List[str]:
+    """The hypotheses as text: SentencePiece pieces decoded, or fairseq's post-processed text as it is."""
+    if output_form(lines) == "text":
+        checks.verified.append(
+            f"{where}: H- lines are already detokenized text (fairseq --post-process sentencepiece): scored as "
+            "written, byte-fallback pieces restored"
+        )
+        checks.not_verified.append(f"{where}: detokenized text cannot be checked against {spm_model}")
+        return [restore_byte_pieces(h) for h in hypotheses]
+    verify_pieces(lines, spm_model, where, checks)
+    return decode_pieces(hypotheses, spm_model)
 
 
 # --- main ------------------------------------------------------------------------------------------------
@@ -377,9 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--tok-tokenizer",
-        choices=("13a", "intl"),
-        default="13a",
-        help="Moses-style tokenizer for the tokenized BLEU (default %(default)s)",
+        choices=TOKENIZERS,
+        default="moses",
+        help="tokenizer of the tokenized BLEU: moses = tokenizer.perl -l TARGET via sacremoses, as the papers "
+        "(default); 13a/intl = sacreBLEU's Moses-like approximations, labelled as such",
     )
     g.add_argument(
         "--save-average", type=Path, help="keep the averaged checkpoint at this path (default: a temporary file)"
@@ -409,11 +469,14 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     stem = output.with_suffix("")
     hyp_path = Path(f"{stem}.hyp")
     gen_path = Path(f"{stem}.generate.txt")
-    key = fingerprint(args.checkpoints, data, args)
+    identity = data_identity(data, args.generate_output)
+    key = fingerprint(args.checkpoints, data, identity, args)
     previous = load_result(output)
     if not args.force and previous and previous.get("fingerprint") == key and hyp_path.exists():
         print(f"up to date: {output} (same checkpoints, data and options; --force recomputes)", file=sys.stderr)
         return previous
+    if not args.force:
+        refuse_replacing_other_data(output, previous, identity, data)
 
     references = read_lines(data.references)
     n = len(references)
@@ -429,6 +492,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
                 "sentences: they are not the same test set"
             )
 
+    checks = verify_inputs(args, data)
     tmp = make_temp_dir(output.parent, output.stem)
     try:
         started = time.time()
@@ -452,9 +516,10 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             run_generate(cmd, tmp / "generate.txt")
             generate_text = (tmp / "generate.txt").read_text(encoding="utf-8")
             where = "fairseq-generate"
-        hypotheses = order_hypotheses(parse_generate_output(generate_text.split("\n")), n, where)
-        detok = decode_pieces(hypotheses, data.spm_model)
-        metrics = score(detok, references, args.tok_tokenizer)
+        lines = generate_text.split("\n")
+        hypotheses = order_hypotheses(parse_generate_output(lines), n, where)
+        detok = detokenize(hypotheses, lines, data.spm_model, where, checks)
+        metrics = score(detok, references, str(data.target_lang), args.tok_tokenizer)
         result = {
             "format": RESULT_FORMAT,
             "model": model,
@@ -474,6 +539,8 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
                 "extra": list(args.generate_args),
             },
             "metrics": metrics,
+            "checks": checks.as_dict(),
+            "data": identity,
             "command": None if cmd is None else format_command(cmd),
             "seconds": round(time.time() - started, 1),
             "fingerprint": key,

@@ -14,6 +14,7 @@ seconds on a CPU. Layout (the same names as ``python -m data_prep.parallel`` wri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import subprocess
 import sys
@@ -132,9 +133,18 @@ def build_toy_data(
         "line_counts": {split: {"binarized": n} for split, n in sizes.items()},
         "spm": {"model": "spm.model"},
         "fairseq": {"data_bin": "data-bin", "joined_dictionary": True},
+        # As data_prep records its outputs: what resmlp-evaluate checks the SentencePiece model and dictionaries by.
+        "outputs": {
+            p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in [out / "spm.model", *sorted((out / "data-bin").glob("dict.*.txt"))]
+        },
     }
     write_json_atomic(out / "manifest.json", manifest)
     return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @console_script

@@ -1,10 +1,13 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+TOY_N_TEST = 21  # test sentences of the ``toy`` data: not a multiple of 8
 
 # Two cores are shared by every test process; one thread per process keeps timings sane.
 torch.set_num_threads(1)
@@ -31,6 +34,58 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if "shared_data" in names:
             item.add_marker(pytest.mark.needs_data)
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory):
+    """(data dir, save dir with checkpoint1.pt and checkpoint2.pt, training console log): the toy data in
+    data_prep's layout and resmlp_tiny trained on it for two epochs (about 15 s), shared by the evaluation tests."""
+    from fairseq_resmlp_tools.fairseq_io import user_dir
+    from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
+    from fairseq_resmlp_tools.toy_data import build_toy_data
+
+    root = tmp_path_factory.mktemp("toy")
+    data = build_toy_data(root / "data", n_train=2000, n_valid=20, n_test=TOY_N_TEST)
+    save = root / "run"
+    cmd = [
+        str(Path(sys.executable).parent / "fairseq-train"),
+        str(data / "data-bin"),
+        "--user-dir",
+        str(user_dir()),
+        "--arch",
+        "resmlp_tiny",
+        "--share-all-embeddings",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.005",
+        *label_smoothing(0.1),
+        "--max-tokens",
+        "4096",
+        "--max-update",
+        "16",
+        "--save-dir",
+        str(save),
+        "--cpu",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "4",
+        "--required-batch-size-multiple",
+        "1",
+        "--num-workers",
+        "0",
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (save / "checkpoint1.pt").exists() and (save / "checkpoint2.pt").exists(), sorted(os.listdir(save))
+    return data, save, proc.stdout
 
 
 @pytest.fixture(scope="session")

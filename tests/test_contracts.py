@@ -53,6 +53,10 @@ NOT_VARIED = {
     "token_mixing_dropout": "inactive in eval mode; see test_dropout_* and test_modules' token-mixing dropout tests",
     **{name: "a size: shrunk to TINY in every variant" for name in TINY},
     "decoder_attention_heads": "a size: each architecture's own value is kept (2, 4 and 8 heads)",
+    **{
+        name: "set by the model from its data, verified at load: tests/test_evaluate_bad_input.py"
+        for name in ("source_dict_sha256", "target_dict_sha256", "direction")
+    },
 }
 
 

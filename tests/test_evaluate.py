@@ -1,7 +1,7 @@
 """resmlp-evaluate, resmlp-average and resmlp-plot (fairseq_resmlp_tools.evaluate, .average, .plot).
 
-A module fixture builds a toy data directory in data_prep's layout (21 test sentences: not a multiple of 8)
-and trains resmlp_tiny for two epochs on the CPU (about 15 s); the rest reuses it.
+The session fixture ``toy`` (conftest.py) builds a toy data directory in data_prep's layout (21 test sentences:
+not a multiple of 8) and trains resmlp_tiny for two epochs on the CPU (about 15 s); the rest reuses it.
 """
 
 import json
@@ -16,12 +16,9 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from fairseq_resmlp_tools import average as average_checkpoints
-from fairseq_resmlp_tools import evaluate
+from fairseq_resmlp_tools import evaluate, tokenized_bleu
 from fairseq_resmlp_tools import plot as plot_training
 from fairseq_resmlp_tools._cli import ToolError, run_cli
-from fairseq_resmlp_tools.fairseq_io import user_dir
-from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
-from fairseq_resmlp_tools.toy_data import build_toy_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -45,62 +42,21 @@ def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """(data dir, save dir with checkpoint1.pt and checkpoint2.pt, training console log)."""
-    root = tmp_path_factory.mktemp("toy")
-    data = build_toy_data(root / "data", n_train=2000, n_valid=20, n_test=N_TEST)
-    save = root / "run"
-    cmd = [
-        str(Path(sys.executable).parent / "fairseq-train"),
-        str(data / "data-bin"),
-        "--user-dir",
-        str(user_dir()),
-        "--arch",
-        "resmlp_tiny",
-        "--share-all-embeddings",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.005",
-        *label_smoothing(0.1),
-        "--max-tokens",
-        "4096",
-        "--max-update",
-        "16",
-        "--save-dir",
-        str(save),
-        "--cpu",
-        "--log-format",
-        "json",
-        "--log-interval",
-        "4",
-        "--required-batch-size-multiple",
-        "1",
-        "--num-workers",
-        "0",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert (save / "checkpoint1.pt").exists() and (save / "checkpoint2.pt").exists(), sorted(os.listdir(save))
-    return data, save, proc.stdout
-
-
 # --- metrics ---------------------------------------------------------------------------------------------
 
 
 def test_compound_split_matches_the_perl_rule():
     # perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g' scans without overlaps: the second hyphen of a-b-c stays.
-    assert evaluate.compound_split("rot-weißes T-Shirt") == "rot ##AT##-##AT## weißes T ##AT##-##AT## Shirt"
-    assert evaluate.compound_split("a-b-c") == "a ##AT##-##AT## b-c"
-    assert evaluate.compound_split("E-Mail-Postfach") == "E ##AT##-##AT## Mail ##AT##-##AT## Postfach"
-    assert evaluate.compound_split("x - y, -z, z-") == "x - y, -z, z-"
+    assert tokenized_bleu.compound_split("rot-weißes T-Shirt") == "rot ##AT##-##AT## weißes T ##AT##-##AT## Shirt"
+    assert tokenized_bleu.compound_split("a-b-c") == "a ##AT##-##AT## b-c"
+    assert tokenized_bleu.compound_split("E-Mail-Postfach") == "E ##AT##-##AT## Mail ##AT##-##AT## Postfach"
+    assert tokenized_bleu.compound_split("x - y, -z, z-") == "x - y, -z, z-"
 
 
 def test_scores_equal_sacrebleu_api_on_fixed_files():
     hyps = (DATA / "scoring.hyp.de").read_text(encoding="utf-8").splitlines()
     refs = (DATA / "scoring.ref.de").read_text(encoding="utf-8").splitlines()
-    result = evaluate.score(hyps, refs)
+    result = evaluate.score(hyps, refs, "de", "13a")
 
     bleu = BLEU()
     assert result["sacrebleu"]["score"] == bleu.corpus_score(hyps, [refs]).score
@@ -124,15 +80,16 @@ def test_scores_equal_sacrebleu_api_on_fixed_files():
     tok_hyps = [tokenized[i][0] if i in tokenized else tok(h) for i, h in enumerate(hyps)]
     tok_refs = [tokenized[i][1] if i in tokenized else tok(r) for i, r in enumerate(refs)]
     expected = BLEU(tokenize="none", force=True).corpus_score(tok_hyps, [tok_refs]).score
-    assert result["tokenized_bleu_compound_split"]["score"] == pytest.approx(expected, abs=1e-9)
-    assert result["tokenized_bleu_compound_split"]["score"] != result["sacrebleu"]["score"]
+    assert result["tokenized_bleu"]["score"] == pytest.approx(expected, abs=1e-9)
+    assert result["tokenized_bleu"]["score"] != result["sacrebleu"]["score"]
+    assert result["tokenized_bleu"]["label"] == "tokenized BLEU (sacreBLEU 13a, Moses-like, compound split)"
 
 
 def test_identical_text_scores_100():
     refs = (DATA / "scoring.ref.de").read_text(encoding="utf-8").splitlines()
-    result = evaluate.score(refs, refs)
+    result = evaluate.score(refs, refs, "de")
     assert result["sacrebleu"]["score"] == pytest.approx(100.0)
-    assert result["tokenized_bleu_compound_split"]["score"] == pytest.approx(100.0)
+    assert result["tokenized_bleu"]["score"] == pytest.approx(100.0)
 
 
 # --- counts ----------------------------------------------------------------------------------------------
@@ -155,7 +112,7 @@ def _fake_generate_output(path: Path, spm_model: Path, hyps, order):
     lines = []
     for i in order:  # fairseq prints in batch order, not test-set order
         pieces = " ".join(sp.encode(hyps[i], out_type=str))
-        lines += [f"S-{i}\tsource", f"H-{i}\t-0.5\t{pieces}", f"D-{i}\t-0.5\t{pieces}", f"P-{i}\t-0.1 -0.2"]
+        lines += [f"S-{i}\t{pieces}", f"H-{i}\t-0.5\t{pieces}", f"D-{i}\t-0.5\t{pieces}", f"P-{i}\t-0.1 -0.2"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -183,7 +140,8 @@ def test_scoring_an_existing_generate_output_decodes_and_reorders(toy, tmp_path,
     assert result["counts"] == {"references": N_TEST, "hypotheses": N_TEST}
     assert result["metrics"]["sacrebleu"]["score"] == BLEU().corpus_score(hyps, [refs]).score
     out = capsys.readouterr().out
-    assert "sacreBLEU (detokenized, cased)" in out and "tokenized BLEU, compound split" in out
+    assert "sacreBLEU (detokenized, cased)" in out
+    assert "tokenized BLEU (Moses tokenizer.perl -l de via sacremoses, compound split)" in out
 
 
 @pytest.mark.parametrize("problem", ["missing", "extra"])
@@ -285,6 +243,10 @@ def test_average_of_two_checkpoints_is_the_mean_of_their_weights(toy, tmp_path):
     assert not torch.equal(a["encoder.embed_tokens.weight"], b["encoder.embed_tokens.weight"])
     assert avg["last_optimizer_state"] is None
     assert avg["cfg"]["model"]["encoder_embed_dim"] == 32  # resmlp_tiny's configuration, kept
+    # What the model recorded about its data, kept too (it is what loading the average verifies).
+    for key in ("source_dict_sha256", "target_dict_sha256", "direction"):
+        assert avg["cfg"]["model"][key] == torch.load(save / "checkpoint1.pt", weights_only=True)["cfg"]["model"][key]
+    assert avg["cfg"]["model"]["direction"] == "en-de"
 
 
 def test_averaged_checkpoint_loads_in_generate_and_hub(toy, tmp_path):

@@ -6,7 +6,6 @@ positions (lower-triangular in the decoder), channel MLPs, Affine pre-normalisat
 encoder-decoder attention is kept.
 """
 
-import os
 from typing import Any, Dict, Optional
 
 import torch
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 
 from ..modules import Embedding
 from ..quantize import quantize_int8
+from .data_record import RECORD_FIELDS, ResMLPCheckpointError, dictionary_files, verify_or_record
 from .resmlp_config import ResMLPConfig
 from .resmlp_decoder import ResMLPDecoder
 from .resmlp_encoder import ResMLPEncoder
@@ -36,10 +36,6 @@ _V1_RENAMES = {
 }
 
 
-class ResMLPCheckpointError(ValueError):
-    """A checkpoint that does not fit the data it is being used with."""
-
-
 @register_model("resmlp", dataclass=ResMLPConfig)
 class ResMLPModel(FairseqEncoderDecoderModel):
     """ResMLP encoder-decoder: token mixing instead of self-attention, cross-attention kept."""
@@ -54,6 +50,8 @@ class ResMLPModel(FairseqEncoderDecoderModel):
     @classmethod
     def build_model(cls, cfg, task) -> "ResMLPModel":
         resmlp_base(cfg)
+        # Before anything is built: a checkpoint used with other dictionaries or the other direction stops here.
+        verify_or_record(cfg, task)
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
         if cfg.share_all_embeddings:
             if src_dict != tgt_dict:
@@ -78,7 +76,7 @@ class ResMLPModel(FairseqEncoderDecoderModel):
             cfg, tgt_dict, decoder_embed, left_pad=safe_getattr(task_cfg, "left_pad_target", True)
         )
         model = cls(cfg, encoder, decoder)
-        model._dictionary_files = _dictionary_files(task)
+        model._dictionary_files = dictionary_files(task)
         return model
 
     @classmethod
@@ -126,7 +124,16 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", int8=False, **kwargs
     ):
         """fairseq's hub loader; ``int8=True`` quantizes the linear layers for the CPU (any checkpoint, also one
-        whose config predates the ``int8`` option, which fairseq's overrides would silently skip)."""
+        whose config predates the ``int8`` option, which fairseq's overrides would silently skip).
+
+        The data record of the checkpoint (``source_dict_sha256``, ``target_dict_sha256``, ``direction``) cannot be
+        overridden: it is what the dictionaries and languages given here are verified against."""
+        overridden = sorted(set(kwargs) & set(RECORD_FIELDS))
+        if overridden:
+            raise ResMLPCheckpointError(
+                f"{', '.join(overridden)}: set by the model when it was trained and verified at load; "
+                "they cannot be overridden (give the data directory and languages the model was trained on)"
+            )
         hub = super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
         if int8:
             for model in hub.models:
@@ -164,19 +171,6 @@ class ResMLPModel(FairseqEncoderDecoderModel):
 
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())
-
-
-def _dictionary_files(task: Any) -> Dict[str, str]:
-    data = safe_getattr(getattr(task, "cfg", None), "data", None)
-    src = safe_getattr(getattr(task, "cfg", None), "source_lang", None)
-    tgt = safe_getattr(getattr(task, "cfg", None), "target_lang", None)
-    if not data or not src or not tgt:
-        return {}
-    first = str(data).split(os.pathsep)[0]
-    return {
-        "source": os.path.join(first, f"dict.{src}.txt"),
-        "target": os.path.join(first, f"dict.{tgt}.txt"),
-    }
 
 
 def _set_default(cfg, name: str, value: Any) -> None:

@@ -5,6 +5,7 @@ Defaults are those of ``resmlp_6``; the choices the paper leaves open are option
 """
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
@@ -98,5 +99,24 @@ class ResMLPConfig(FairseqDataclass):
             "help": "quantize the linear layers to int8 when the weights are loaded, for translation on the CPU "
             "only (fairseq_resmlp.quantize_int8); at generation time pass --cpu --model-overrides "
             "\"{'int8': True}\" (checkpoints that predate this option: ResMLPModel.from_pretrained(..., int8=True))"
+        },
+    )
+    # Set by the model; verified at load (fairseq_resmlp/models/data_record.py). Not options to give.
+    source_dict_sha256: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "set by the model; verified at load: SHA-256 of the source dictionary's symbols it was trained "
+            "with (a checkpoint used with another dictionary is refused)"
+        },
+    )
+    target_dict_sha256: Optional[str] = field(
+        default=None,
+        metadata={"help": "set by the model; verified at load: SHA-256 of the target dictionary's symbols"},
+    )
+    direction: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "set by the model; verified at load: the language direction it was trained in (en-de); "
+            "translating the other way is refused"
         },
     )
