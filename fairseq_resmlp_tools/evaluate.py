@@ -47,6 +47,7 @@ from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, write_json_atom
 from fairseq_resmlp_tools.fairseq_io import (
     fairseq_command,
     format_command,
+    load_checkpoint_checked,
     mmap_index_count,
     order_hypotheses,
     parse_generate_output,
@@ -447,6 +448,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
                 model = f"average of {len(args.checkpoints)}: " + ", ".join(str(c) for c in args.checkpoints)
             else:
                 checkpoint = args.checkpoints[0]
+                load_checkpoint_checked(checkpoint)  # a damaged file: one line, not fairseq-generate's traceback
                 model = str(checkpoint)
             cmd = generate_command(checkpoint, data, args)
             run_generate(cmd, tmp / "generate.txt")

@@ -14,6 +14,7 @@ from fairseq.models import FairseqEncoderDecoderModel, register_model, register_
 from fairseq.utils import safe_getattr, safe_hasattr
 from torch import Tensor, nn
 
+from .._compat import load_checkpoint_checked
 from ..modules import Embedding
 from ..quantize import quantize_int8
 from .resmlp_config import ResMLPConfig
@@ -126,7 +127,14 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", int8=False, **kwargs
     ):
         """fairseq's hub loader; ``int8=True`` quantizes the linear layers for the CPU (any checkpoint, also one
-        whose config predates the ``int8`` option, which fairseq's overrides would silently skip)."""
+        whose config predates the ``int8`` option, which fairseq's overrides would silently skip).
+
+        A missing, damaged or foreign checkpoint file, or one of another model (fairseq's Transformer ...), raises
+        :class:`~fairseq_resmlp._compat.CheckpointFileError` with one line naming the file, before fairseq reads it.
+        """
+        if os.path.isdir(str(model_name_or_path)):
+            for name in str(checkpoint_file).split(os.pathsep):
+                load_checkpoint_checked(os.path.join(str(model_name_or_path), name), require_model=ResMLPModel)
         hub = super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
         if int8:
             for model in hub.models:
