@@ -153,7 +153,7 @@ class Translator:
             self.task = tasks.setup_task(cfg.task)
         except (OSError, ValueError, RuntimeError, KeyError, IndexError) as e:
             # Missing or malformed dictionaries: fairseq's messages do not always name the file.
-            raise ToolError(f"cannot set up the task from {cfg.task.data}: {_one_line(e)}") from None from None
+            raise ToolError(f"cannot set up the task from {cfg.task.data}: {_one_line(e)}") from None
         paths = utils.split_paths(cfg.common_eval.path)
         for path in paths:
             load_checkpoint_checked(Path(path))
@@ -168,7 +168,9 @@ class Translator:
             )
         except (ValueError, RuntimeError, KeyError, TypeError) as e:
             # A checkpoint for other dictionaries or options (ResMLPCheckpointError, a size mismatch ...).
-            raise ToolError(f"cannot load {cfg.common_eval.path} with the data of {cfg.task.data}: {_one_line(e)}") from None
+            raise ToolError(
+                f"cannot load {cfg.common_eval.path} with the data of {cfg.task.data}: {_one_line(e)}"
+            ) from None
         self.src_dict = self.task.source_dictionary
         self.tgt_dict = self.task.target_dictionary
         for model in self.models:
