@@ -155,8 +155,9 @@ class Translator:
             # Missing or malformed dictionaries: fairseq's messages do not always name the file.
             raise ToolError(f"cannot set up the task from {cfg.task.data}: {_one_line(e)}") from None
         paths = utils.split_paths(cfg.common_eval.path)
-        for path in paths:
-            load_checkpoint_checked(Path(path))
+        if not cfg.checkpoint.checkpoint_suffix and cfg.checkpoint.checkpoint_shard_count == 1:
+            for path in paths:  # (with a suffix or shards fairseq reads other file names: it checks those itself)
+                load_checkpoint_checked(Path(path))
         try:
             self.models, _ = checkpoint_utils.load_model_ensemble(
                 paths,
