@@ -5,7 +5,7 @@ Use it with ``--user-dir`` pointing at this folder (``fairseq-train data-bin --u
 architectures ``resmlp_6``, ``resmlp_12``, ``resmlp_small``, ``resmlp_tiny``.
 """
 
-from ._compat import allow_fairseq_checkpoint_globals
+from ._compat import CheckpointFileError, allow_fairseq_checkpoint_globals
 from .criterions import ChunkedLabelSmoothedCrossEntropyCriterion  # noqa: F401  (registers the criterion)
 from .models import ResMLPCheckpointError, ResMLPConfig, ResMLPModel, count_parameters
 from .quantize import quantize_int8
@@ -14,4 +14,12 @@ __version__ = "0.1.0"
 
 allow_fairseq_checkpoint_globals()
 
-__all__ = ["ResMLPCheckpointError", "ResMLPConfig", "ResMLPModel", "count_parameters", "quantize_int8", "__version__"]
+__all__ = [
+    "CheckpointFileError",
+    "ResMLPCheckpointError",
+    "ResMLPConfig",
+    "ResMLPModel",
+    "count_parameters",
+    "quantize_int8",
+    "__version__",
+]

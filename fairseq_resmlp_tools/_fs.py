@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -21,17 +22,56 @@ def tmp_path(final: Path, unique: bool = False) -> Path:
     return final.with_name(f".{final.name}.tmp{os.getpid() if unique else ''}")
 
 
+# Write errors that say the output place is unusable, whatever file the tool was writing at that moment.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
+def _make_dir(directory: Path) -> None:
+    """mkdir -p, or a ToolError naming the directory (a file in the way, no permission, read-only ...)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if directory.is_dir():
+            return
+        cause = None
+    except OSError as e:
+        cause = e.strerror or str(e)
+    blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        cause = f"{blocker} is a file, not a directory"
+    raise ToolError(f"cannot create the output directory {directory}: {cause}")
+
+
+def check_writable(final: Path) -> None:
+    """Fail now, before any work, if ``final`` cannot be written: its directory cannot be created, is not
+    writable, or ``final`` is a directory. Leaves nothing behind but the directory."""
+    if final.is_dir():
+        raise ToolError(f"cannot write {final}: it is a directory")
+    _make_dir(final.parent)
+    probe = tmp_path(final, unique=True)
+    try:
+        probe.open("wb").close()
+    except OSError as e:
+        raise ToolError(f"cannot write {final}: {e.strerror or e}") from None
+    probe.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed to ``final``, on failure removed.
 
-    Readers then see either the old file or the complete new one, never half of one.
+    Readers then see either the old file or the complete new one, never half of one. An unusable output place
+    (no permission, a file where the directory should be, a full disk) is a ToolError naming ``final``.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_dir(final.parent)
     tmp = tmp_path(final, unique=True)
     try:
-        yield tmp
-        os.replace(tmp, final)
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        except OSError as e:
+            if e.errno in _OUTPUT_ERRNOS or e.filename in (str(tmp), str(final)):
+                raise ToolError(f"cannot write {final}: {e.strerror or e}") from None
+            raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -50,8 +90,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def make_temp_dir(near: Path, prefix: str) -> Path:
     """A temporary directory on the same file system as ``near`` (renames out of it are atomic)."""
-    near.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{prefix}.", dir=near))
+    _make_dir(near)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{prefix}.", dir=near))
+    except OSError as e:
+        raise ToolError(f"cannot write in the output directory {near}: {e.strerror or e}") from None
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ temporary name and renamed, so it is never half-written.
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
 import sys
 from collections import OrderedDict
@@ -33,7 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from fairseq_resmlp_tools._cli import ToolError, console_script
-from fairseq_resmlp_tools._fs import atomic_path
+from fairseq_resmlp_tools._fs import atomic_path, check_writable
+from fairseq_resmlp_tools.fairseq_io import load_checkpoint_checked
 
 _BY_UPDATE = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")
 _BY_EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
@@ -68,27 +68,9 @@ def last_checkpoints(
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """A fairseq checkpoint as a dict, loaded on the CPU without unpickling arbitrary objects."""
-    if not path.is_file():
-        raise ToolError(f"checkpoint {path} does not exist")
-    from fairseq_resmlp._compat import allow_fairseq_checkpoint_globals  # imports fairseq: only when loading
-
-    # Registered for the process, as importing the plugin does. torch's safe_globals() context manager would be
-    # scoped, but on exit it restores the list it saw when created, dropping what the plugin's import had added.
-    allow_fairseq_checkpoint_globals()
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ToolError(
-            f"{path} cannot be loaded with torch.load(weights_only=True), which runs no code from the file: "
-            + " ".join(line.strip() for line in str(e).splitlines() if "WeightsUnpickler" in line or "GLOBAL" in line)
-        ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ToolError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {e}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise ToolError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
-    return state
+    """A fairseq checkpoint as a dict, loaded on the CPU without unpickling arbitrary objects; a ToolError naming
+    the file if it is missing, damaged or not a fairseq checkpoint."""
+    return load_checkpoint_checked(path)
 
 
 def average_state_dicts(
@@ -185,7 +167,10 @@ def average_checkpoints(paths: Sequence[Path]) -> Dict[str, Any]:
 def save_checkpoint(state: Dict[str, Any], output: Path) -> None:
     """Write with a temporary name and rename: a killed run never leaves a truncated checkpoint."""
     with atomic_path(output) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a full disk as "file write failed"
+            raise ToolError(f"cannot write {output}: {' '.join(str(e).split())[:200]}") from None
 
 
 def resolve_inputs(
@@ -257,6 +242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  {path}", file=sys.stderr)
     if args.output.resolve() in {q.resolve() for q in paths}:
         raise ToolError(f"--output {args.output} is one of the inputs")
+    check_writable(args.output)  # before reading the inputs, which can take a while
     save_checkpoint(average_checkpoints(paths), args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -64,6 +64,7 @@ from fairseq_resmlp_tools.eval_checks import (
 from fairseq_resmlp_tools.fairseq_io import (
     fairseq_command,
     format_command,
+    load_checkpoint_checked,
     mmap_index_count,
     order_hypotheses,
     parse_generate_output,
@@ -511,6 +512,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
                 model = f"average of {len(args.checkpoints)}: " + ", ".join(str(c) for c in args.checkpoints)
             else:
                 checkpoint = args.checkpoints[0]
+                load_checkpoint_checked(checkpoint)  # a damaged file: one line, not fairseq-generate's traceback
                 model = str(checkpoint)
             cmd = generate_command(checkpoint, data, args)
             run_generate(cmd, tmp / "generate.txt")

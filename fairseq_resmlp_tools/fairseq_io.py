@@ -82,6 +82,24 @@ def mmap_index_count(idx: Path) -> int:
     return struct.unpack("<Q", header[18:26])[0]
 
 
+# --- checkpoints -----------------------------------------------------------------------------------------
+
+
+def load_checkpoint_checked(path: Path) -> Dict[str, object]:
+    """A fairseq checkpoint as a dict (CPU, ``torch.load(weights_only=True)``), or a ToolError in one line naming
+    the file and the cause: missing, empty, truncated, damaged (CRC), not a torch file, not a fairseq checkpoint,
+    of an architecture fairseq cannot build. The one check every tool runs on the checkpoints it is given."""
+    # Imports torch and fairseq: only when loading. Importing the plugin registers its architectures, which the
+    # check looks up.
+    from fairseq_resmlp import CheckpointFileError
+    from fairseq_resmlp._compat import load_checkpoint_checked as load
+
+    try:
+        return load(path)
+    except CheckpointFileError as e:
+        raise ToolError(str(e)) from None
+
+
 # --- fairseq-generate ------------------------------------------------------------------------------------
 
 _OUTPUT_LINE = re.compile(r"^([A-Z])-(\d+)\t([^\t]*)\t(.*)$")

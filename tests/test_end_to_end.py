@@ -135,6 +135,18 @@ def test_interactive_translates_raw_text_and_reports_overlong_lines(trained):
     assert sorted(out) == [0, 1, 3, 4]
     assert [out[i] for i in (0, 1, 3, 4)] == generated_for(folder, src)
     assert "invalid sizes and will be skipped, max_positions=(128, 128)" in proc.stderr
+    # resmlp-interactive: the same records for the lines fairseq translates, and one for the skipped line.
+    ours = run(
+        [sys.executable, "-m", "fairseq_resmlp_tools.interactive", *cmd[1:], "--skip-invalid-size-inputs-valid-test"],
+        cwd=folder,
+        stdin="\n".join(lines) + "\n",
+        check=False,
+    )
+    assert ours.returncode == 3 and "line(s) 3 (ids 2)" in ours.stderr, ours.stderr
+    assert hypotheses(ours.stdout) == out and hypotheses(ours.stdout, "H") == hypotheses(proc.stdout, "H")
+    skipped = [line for line in ours.stdout.splitlines() if line.startswith("E-")]
+    assert len(skipped) == 1 and skipped[0].startswith("E-2\tskipped: ")
+    assert skipped[0].endswith(" tokens > max_source_positions 128"), skipped
     # Without the flag fairseq stops with an error that names the limit and the way out.
     proc = run(cmd, cwd=folder, stdin="\n".join(lines) + "\n", check=False)
     assert proc.returncode != 0

@@ -93,7 +93,10 @@ def test_user_dir_is_the_installed_plugin(installed, tmp_path):
 
 def test_installed_average_runs_on_tiny_checkpoints(installed, tmp_path):
     for i in range(2):
-        torch.save({"model": {"w": torch.full((3,), float(i))}, "cfg": None}, tmp_path / f"checkpoint{i + 1}.pt")
+        torch.save(
+            {"model": {"w": torch.full((3,), float(i))}, "cfg": {"model": {"_name": "resmlp"}}},
+            tmp_path / f"checkpoint{i + 1}.pt",
+        )
     proc = run(
         installed,
         "resmlp-average",

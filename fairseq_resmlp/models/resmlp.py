@@ -6,6 +6,7 @@ positions (lower-triangular in the decoder), channel MLPs, Affine pre-normalisat
 encoder-decoder attention is kept.
 """
 
+import os
 from typing import Any, Dict, Optional
 
 import torch
@@ -13,6 +14,7 @@ from fairseq.models import FairseqEncoderDecoderModel, register_model, register_
 from fairseq.utils import safe_getattr, safe_hasattr
 from torch import Tensor, nn
 
+from .._compat import load_checkpoint_checked
 from ..modules import Embedding
 from ..quantize import quantize_int8
 from .data_record import RECORD_FIELDS, ResMLPCheckpointError, dictionary_files, verify_or_record
@@ -127,13 +129,19 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         whose config predates the ``int8`` option, which fairseq's overrides would silently skip).
 
         The data record of the checkpoint (``source_dict_sha256``, ``target_dict_sha256``, ``direction``) cannot be
-        overridden: it is what the dictionaries and languages given here are verified against."""
+        overridden: it is what the dictionaries and languages given here are verified against. A missing, damaged
+        or foreign checkpoint file, or one of another model (fairseq's Transformer ...), raises
+        :class:`~fairseq_resmlp._compat.CheckpointFileError` with one line naming the file, before fairseq reads it.
+        """
         overridden = sorted(set(kwargs) & set(RECORD_FIELDS))
         if overridden:
             raise ResMLPCheckpointError(
                 f"{', '.join(overridden)}: set by the model when it was trained and verified at load; "
                 "they cannot be overridden (give the data directory and languages the model was trained on)"
             )
+        if os.path.isdir(str(model_name_or_path)):
+            for name in str(checkpoint_file).split(os.pathsep):
+                load_checkpoint_checked(os.path.join(str(model_name_or_path), name), require_model=ResMLPModel)
         hub = super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
         if int8:
             for model in hub.models:
