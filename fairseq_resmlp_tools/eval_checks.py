@@ -35,6 +35,16 @@ class Verification:
         return {"verified": self.verified, "not_verified": self.not_verified}
 
 
+def load_spm(spm_model: Path):
+    """The SentencePiece model at ``spm_model``; a missing or unreadable file is one ToolError naming it."""
+    import sentencepiece as spm
+
+    try:
+        return spm.SentencePieceProcessor(model_file=str(spm_model))
+    except (RuntimeError, OSError) as e:
+        raise ToolError(f"--spm-model {spm_model}: not a readable SentencePiece model ({e})") from None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -145,9 +155,7 @@ def verify_spm(
         return
     # No manifest (data prepared by hand): every dictionary symbol must be a piece of the model. A model trained
     # on other data or with other options, even of the same size, has other pieces.
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(spm_model))
+    sp = load_spm(spm_model)
     pieces = {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
     for lang in langs:
         dict_file = data_bin / f"dict.{lang}.txt"
@@ -203,9 +211,7 @@ def restore_byte_pieces(text: str) -> str:
 def verify_pieces(lines: Sequence[str], spm_model: Path, where: str, check: Verification) -> None:
     """Every piece of the S-, T- and H- lines is a piece of the SentencePiece model (else the output came from
     data encoded with another one, and decoding it would silently produce other text)."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(spm_model))
+    sp = load_spm(spm_model)
     known = {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
     for tag, text in sentence_lines(lines):
         unknown = [p for p in text.split() if p not in known]

@@ -54,6 +54,7 @@ from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, write_json_atomic, write_text_atomic
 from fairseq_resmlp_tools.eval_checks import (
     Verification,
+    load_spm,
     output_form,
     restore_byte_pieces,
     sha256_file,
@@ -110,9 +111,7 @@ def score(
 def decode_pieces(hypotheses: Sequence[str], spm_model: Path) -> List[str]:
     """SentencePiece pieces (as fairseq prints them) back to text. sentencepiece's own decoder also undoes
     byte-fallback pieces (``<0xE2>`` ...), which fairseq's ``--bpe sentencepiece`` would leave in the text."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(spm_model))
+    sp = load_spm(spm_model)
     return [sp.decode(h.split()) for h in hypotheses]
 
 
@@ -367,6 +366,9 @@ def load_result(path: Path) -> Optional[Dict[str, Any]]:
 def verify_inputs(args: argparse.Namespace, data: EvalData) -> Verification:
     """Everything that must belong together, checked before translating: a ToolError names what does not."""
     checks = Verification()
+    # A damaged checkpoint file first: one line naming it, whatever else is wrong.
+    for checkpoint in args.checkpoints:
+        load_checkpoint_checked(checkpoint)
     langs = [lang for lang in (data.source_lang, data.target_lang) if lang]
     verify_spm(data.spm_model, args.data, data.data_bin, langs, checks)
     if data.data_bin is not None and data.source_lang and data.target_lang:
@@ -511,8 +513,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
                 save_checkpoint(average_checkpoints(args.checkpoints), checkpoint)
                 model = f"average of {len(args.checkpoints)}: " + ", ".join(str(c) for c in args.checkpoints)
             else:
-                checkpoint = args.checkpoints[0]
-                load_checkpoint_checked(checkpoint)  # a damaged file: one line, not fairseq-generate's traceback
+                checkpoint = args.checkpoints[0]  # checked in verify_inputs
                 model = str(checkpoint)
             cmd = generate_command(checkpoint, data, args)
             run_generate(cmd, tmp / "generate.txt")

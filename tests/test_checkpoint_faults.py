@@ -94,7 +94,14 @@ def fake_eval_data(tmp_path_factory) -> list:
     (folder / "data-bin").mkdir()
     header = b"MMIDIDX\x00\x00" + struct.pack("<Q", 1) + b"\x04" + struct.pack("<Q", 2)
     (folder / "data-bin" / "test.src-tgt.tgt.idx").write_bytes(header)
-    (folder / "spm.model").write_bytes(b"unused")
+    # A real (tiny) SentencePiece model: resmlp-evaluate reads it before translating.
+    import sentencepiece as spm
+
+    text = folder / "spm.txt"
+    text.write_text("".join(f"word{i} other{i % 7} thing\n" for i in range(200)))
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(folder / "spm"), vocab_size=40, minloglevel=2, hard_vocab_limit=False
+    )
     (folder / "ref.txt").write_text("a\nb\n")
     return ["--data-bin", str(folder / "data-bin"), "--spm-model", str(folder / "spm.model")] + [
         "--ref-raw",
@@ -284,3 +291,12 @@ def test_fuzz_corrupted_files_translate_correctly_or_stop_clearly(
     else:
         one_error_line(capsys, code, str(folder / name) if name.endswith(".pt") else str(folder))
         assert not out.exists()
+
+
+def test_unreadable_sentencepiece_model_is_one_line(tmp_path, fake_eval_data, capsys):
+    garbage = tmp_path / "spm.model"
+    garbage.write_bytes(b"not a model")
+    args = list(fake_eval_data)
+    args[args.index("--spm-model") + 1] = str(garbage)
+    code = evaluate.main([str(GOOD), *args, "--output", str(tmp_path / "r.json")])
+    one_error_line(capsys, code, f"--spm-model {garbage}: not a readable SentencePiece model")
