@@ -110,7 +110,15 @@ def average_state_dicts(
 # Options that change how a model is trained or run, not what its weights mean: they may differ between averaged
 # checkpoints. Every other model option must agree (positions or normalisation can differ with equal shapes).
 RUNTIME_ONLY_OPTIONS = frozenset(
-    {"dropout", "attention_dropout", "activation_dropout", "token_mixing_dropout", "no_cuda_graphs", "int8"}
+    {
+        "dropout",
+        "attention_dropout",
+        "activation_dropout",
+        "token_mixing_dropout",
+        "compile_layers",
+        "no_cuda_graphs",
+        "int8",
+    }
 )
 
 

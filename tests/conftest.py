@@ -12,6 +12,11 @@ TOY_N_TEST = 21  # test sentences of the ``toy`` data: not a multiple of 8
 # Two cores are shared by every test process; one thread per process keeps timings sane.
 torch.set_num_threads(1)
 
+# --compile-layers in-process: trace and differentiate as Inductor would, without generating C++ (tests/test_compiled.py).
+import fairseq_resmlp.modules.compiled as _compiled  # noqa: E402
+
+_compiled.COMPILE_BACKEND = "aot_eager"
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

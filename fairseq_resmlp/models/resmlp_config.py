@@ -75,6 +75,15 @@ class ResMLPConfig(FairseqDataclass):
             "offset; 'full_plus_toeplitz' = the sum of both (the Toeplitz part starts at zero)"
         },
     )
+    compile_layers: bool = field(
+        default=False,
+        metadata={
+            "help": "training only: run every encoder and decoder layer through torch.compile (dynamic shapes), "
+            "which fuses each layer's element-wise work into a few kernels, forward and backward; parameters, "
+            "checkpoints, evaluation and decoding are unchanged; falls back to eager with a warning where "
+            "compilation is unavailable"
+        },
+    )
     token_mixing_dropout: float = field(
         default=0.0,
         metadata={"help": "dropout on the entries of the token-mixing matrix A while training (DropConnect)"},

@@ -16,6 +16,7 @@ from ..modules import (
     leading_pads,
     restore_time_first,
 )
+from ..modules.compiled import CompiledLayers
 from .static_decoding import StaticDecoding
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
@@ -36,6 +37,7 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
         self.embed_positions = build_positional_embedding(cfg, cfg.max_target_positions, dim, self.padding_idx)
         self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.layers = nn.ModuleList([self.build_decoder_layer(cfg) for _ in range(cfg.decoder_layers)])
+        self.compiled_layers = CompiledLayers(self.layers, enabled=getattr(cfg, "compile_layers", False))
         self.layer_norm = build_norm(cfg.norm_type, dim)
         self.output_projection = self.build_output_projection(cfg, dictionary, embed_tokens)
         # Fixed-shape decoding steps, replayed as CUDA graphs on a GPU (--no-cuda-graphs turns them off).
@@ -153,7 +155,8 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
 
         attn: Optional[Tensor] = None
         inner_states: List[Optional[Tensor]] = [x]
-        for i, layer in enumerate(self.layers):
+        for i in range(len(self.layers)):
+            layer = self.compiled_layers(i, self.training and incremental_state is None)
             x, layer_attn = layer(
                 x,
                 enc,

@@ -16,6 +16,7 @@ from ..modules import (
     leading_pads,
     restore_time_first,
 )
+from ..modules.compiled import CompiledLayers
 
 
 class ResMLPEncoder(FairseqEncoder):
@@ -31,6 +32,7 @@ class ResMLPEncoder(FairseqEncoder):
         self.embed_positions = build_positional_embedding(cfg, cfg.max_source_positions, dim, self.padding_idx)
         self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.layers = nn.ModuleList([self.build_encoder_layer(cfg) for _ in range(cfg.encoder_layers)])
+        self.compiled_layers = CompiledLayers(self.layers, enabled=getattr(cfg, "compile_layers", False))
         self.layer_norm = build_norm(cfg.norm_type, dim)
 
     def build_encoder_layer(self, cfg) -> nn.Module:
@@ -60,8 +62,8 @@ class ResMLPEncoder(FairseqEncoder):
         x = self.dropout_module(x).transpose(0, 1)
 
         states: List[Tensor] = []
-        for layer in self.layers:
-            x = layer(x, padding_mask)
+        for i in range(len(self.layers)):
+            x = self.compiled_layers(i, self.training)(x, padding_mask)
             if return_all_hiddens:
                 states.append(restore_time_first(x, shift))
         # Padded outputs are never read (cross-attention masks them); zero them so they are inert.
