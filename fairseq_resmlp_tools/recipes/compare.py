@@ -20,7 +20,9 @@ Outputs in ``--out``: ``runs/NAME-sSEED/`` (each run, with its log), ``compare.j
 finals' test BLEU). A re-run resumes: finished runs and scores are kept (the runs are resumable recipes).
 
 With many runs on one GPU, all of them evaluate at about the same time: give ``--train-args --eval-max-tokens
-2000`` (or less) so that the decoders fit in memory together.
+2000`` (or less) so that the decoders fit in memory together. On a large corpus where the time budget covers fewer
+epochs than ``--save-interval`` x ``--average-last``, give ``--save-interval 1`` or ``--average-last 0`` (evaluate
+the last checkpoint).
 """
 
 from __future__ import annotations
