@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import console_script
+from fairseq_resmlp_tools._fs import sha256_file
 
 from .errors import DataPrepError
 
@@ -70,14 +70,6 @@ def carve(
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_atomic(path: Path, lines: Sequence[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -107,7 +99,7 @@ def run(args: argparse.Namespace) -> Dict[str, int]:
     record = {
         "counts": counts,
         "seed": args.seed,
-        "inputs": {str(p): _sha256(p) for p in (args.src_file, args.tgt_file)},
+        "inputs": {str(p): sha256_file(p) for p in (args.src_file, args.tgt_file)},
         "disjoint_by": f"source sentence ({args.src}), whitespace-stripped",
     }
     (args.out / "carve.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -116,3 +117,12 @@ def output_lock(directory: Path, lock_file: str = ".lock", what: str = "run") ->
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,7 +7,6 @@ could not verify (``not_verified``), or stops with a ToolError naming the file a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import ToolError
+from fairseq_resmlp_tools._fs import sha256_file
 
 # fairseq's Dictionary: the four specials every dict.txt-loaded dictionary starts with, and the filler symbols
 # fairseq-preprocess adds to reach a multiple of 8 (neither is a SentencePiece piece).
@@ -43,14 +43,6 @@ def load_spm(spm_model: Path):
         return spm.SentencePieceProcessor(model_file=str(spm_model))
     except (RuntimeError, OSError) as e:
         raise ToolError(f"--spm-model {spm_model}: not a readable SentencePiece model ({e})") from None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dictionary_symbols(path: Path) -> List[str]:

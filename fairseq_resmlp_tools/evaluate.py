@@ -51,13 +51,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import ToolError, console_script
-from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, write_json_atomic, write_text_atomic
+from fairseq_resmlp_tools._fs import atomic_path, make_temp_dir, sha256_file, write_json_atomic, write_text_atomic
 from fairseq_resmlp_tools.eval_checks import (
     Verification,
     load_spm,
     output_form,
     restore_byte_pieces,
-    sha256_file,
     verify_checkpoint,
     verify_pieces,
     verify_spm,

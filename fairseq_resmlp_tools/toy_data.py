@@ -14,7 +14,6 @@ seconds on a CPU. Layout (the same names as ``python -m data_prep.parallel`` wri
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import ToolError, console_script
-from fairseq_resmlp_tools._fs import write_json_atomic
+from fairseq_resmlp_tools._fs import sha256_file, write_json_atomic
 from fairseq_resmlp_tools.fairseq_io import fairseq_command
 
 _WORDS = (
@@ -135,16 +134,12 @@ def build_toy_data(
         "fairseq": {"data_bin": "data-bin", "joined_dictionary": True},
         # As data_prep records its outputs: what resmlp-evaluate checks the SentencePiece model and dictionaries by.
         "outputs": {
-            p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in [out / "spm.model", *sorted((out / "data-bin").glob("dict.*.txt"))]
         },
     }
     write_json_atomic(out / "manifest.json", manifest)
     return out
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @console_script

@@ -45,7 +45,8 @@ def pytest_collection_modifyitems(config, items):
 def toy(tmp_path_factory):
     """(data dir, save dir with checkpoint1.pt and checkpoint2.pt, training console log): the toy data in
     data_prep's layout and resmlp_tiny trained on it for two epochs (about 15 s), shared by the evaluation tests."""
-    from fairseq_resmlp_tools.fairseq_io import user_dir
+    from helpers import tiny_train_args
+
     from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
     from fairseq_resmlp_tools.toy_data import build_toy_data
 
@@ -54,16 +55,7 @@ def toy(tmp_path_factory):
     save = root / "run"
     cmd = [
         str(Path(sys.executable).parent / "fairseq-train"),
-        str(data / "data-bin"),
-        "--user-dir",
-        str(user_dir()),
-        "--arch",
-        "resmlp_tiny",
-        "--share-all-embeddings",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.005",
+        *tiny_train_args(data / "data-bin", "0.005"),
         *label_smoothing(0.1),
         "--max-tokens",
         "4096",

@@ -134,3 +134,22 @@ def load_v1_hub(data_dir: Path, folder: Path = V1_CHECKPOINT_DIR, **overrides) -
         **overrides,
     )
     return hub.eval()
+
+
+def tiny_train_args(data, lr: str, user_dir=None) -> list:
+    """The fairseq-train arguments every tiny training test shares: data, the plugin, resmlp_tiny with shared
+    embeddings, Adam at ``lr`` (criterion, batch and stopping options are each test's own)."""
+    from fairseq_resmlp_tools.fairseq_io import user_dir as plugin_dir
+
+    return [
+        str(data),
+        "--user-dir",
+        str(user_dir or plugin_dir()),
+        "--arch",
+        "resmlp_tiny",
+        "--share-all-embeddings",
+        "--optimizer",
+        "adam",
+        "--lr",
+        lr,
+    ]

@@ -17,7 +17,7 @@ import torch
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion, label_smoothed_nll_loss
 from fairseq.models.transformer import TransformerModel
 from fairseq.models.transformer.transformer_legacy import tiny_architecture
-from helpers import TinyTask, build_model, make_dictionary, random_tokens
+from helpers import TinyTask, build_model, make_dictionary, random_tokens, tiny_train_args
 
 from fairseq_resmlp.criterions import (
     ChunkedCriterionError,
@@ -274,16 +274,7 @@ def train_log(data: Path, save: Path, criterion: str) -> list:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
     cmd = [
         str(Path(sys.executable).parent / "fairseq-train"),
-        str(data),
-        "--user-dir",
-        str(ROOT / "fairseq_resmlp"),
-        "--arch",
-        "resmlp_tiny",
-        "--share-all-embeddings",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.003",
+        *tiny_train_args(data, "0.003", ROOT / "fairseq_resmlp"),
         "--criterion",
         criterion,
         "--label-smoothing",

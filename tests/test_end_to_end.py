@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import sentencepiece as spm
-from helpers import prepare_toy_data_bin, run_fairseq, spm_encode
+from helpers import prepare_toy_data_bin, run_fairseq, spm_encode, tiny_train_args
 
 from fairseq_resmlp_tools.fairseq_io import parse_generate_output, user_dir
 from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
@@ -28,16 +28,7 @@ def trained(tmp_path_factory):
     run(
         [
             "fairseq-train",
-            "data-bin",
-            "--user-dir",
-            USER_DIR,
-            "--arch",
-            "resmlp_tiny",
-            "--share-all-embeddings",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "0.005",
+            *tiny_train_args("data-bin", "0.005", USER_DIR),
             "--lr-scheduler",
             "inverse_sqrt",
             "--warmup-updates",

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import tiny_train_args
 from torch.autograd import DeviceType
 
 from fairseq_resmlp_tools.bench import profile_train as pt
@@ -32,16 +33,7 @@ def profile_cmd(data: Path, out: Path, *extra: str, max_update: int = 50) -> lis
         "2",
         *extra,
         "--",
-        str(data),
-        "--user-dir",
-        str(ROOT / "fairseq_resmlp"),
-        "--arch",
-        "resmlp_tiny",
-        "--share-all-embeddings",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.001",
+        *tiny_train_args(data, "0.001", ROOT / "fairseq_resmlp"),
         *label_smoothing(0.1),
         "--max-tokens",
         "200",
