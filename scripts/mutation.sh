@@ -70,6 +70,7 @@ $common
     not slow
 pytest_add_cli_args_test_selection =
     tests/test_average.py
+    tests/test_eval_checks.py
     tests/test_evaluate.py
     tests/test_evaluate_bad_input.py
     tests/test_checkpoint_faults.py
