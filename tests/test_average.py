@@ -178,6 +178,7 @@ def test_model_options_of_every_config_form():
     assert model_options({"cfg": None, "args": ns}) == {"encoder_layers": 2}  # fairseq before hydra
     assert model_options({"cfg": {"model": None}, "args": ns}) == {"encoder_layers": 2}
     assert model_options({"args": ns}) == {"encoder_layers": 2}
+    assert model_options({"cfg": argparse.Namespace(), "args": ns}) == {"encoder_layers": 2}  # cfg without model
     assert model_options({"cfg": {"model": {"a": 1}}, "args": ns}) == {"a": 1}  # cfg wins
     assert model_options({"model": {}}) == {} and model_options({"cfg": None, "args": None}) == {}
     as_omegaconf = model_options({"cfg": {"model": OmegaConf.create({"a": 1})}})

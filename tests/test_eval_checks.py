@@ -234,6 +234,34 @@ def test_dictionary_changed_after_the_manifest_is_refused(data_bin, spm_model):
     )
 
 
+def test_manifests_that_record_less(tmp_path, data_bin, spm_model):
+    data = data_bin.parent
+    manifest = data / "manifest.json"
+    # No "fairseq" section: not known to belong to this data-bin.
+    manifest.write_text(json.dumps({"outputs": {}}))
+    assert find_manifest(None, data_bin) is None
+    # No "spm" section: the model is spm.model; no dictionary entries: only the model is verified.
+    manifest.write_text(json.dumps({"outputs": {"spm.model": {"sha256": sha256_file(spm_model)}}}))
+    check = Verification()
+    verify_spm(spm_model, data, data_bin, ["en", "de"], check)
+    assert check.verified == [f"{spm_model}: the SentencePiece model of {manifest} (sha256)"]
+    # A dictionary entry without a checksum is not compared.
+    entries = {"spm.model": {"sha256": sha256_file(spm_model)}, "data-bin/dict.en.txt": {"bytes": 3}}
+    manifest.write_text(json.dumps({"outputs": entries}))
+    check = Verification()
+    verify_spm(spm_model, data, data_bin, ["en", "de"], check)
+    assert len(check.verified) == 1
+    # The model not recorded (or not a dict at all): checked as without a manifest, piece by piece.
+    for content in ({"outputs": {}}, {"spm": {"model": "spm.model"}}, ["not", "a", "manifest"]):
+        manifest.write_text(json.dumps(content))
+        check = Verification()
+        with pytest.raises(ToolError, match="are not pieces of --spm-model"):
+            verify_spm(spm_model, data, data_bin, ["en", "de"], check)
+    manifest.write_text("{not json")
+    with pytest.raises(ToolError, match=f"^{manifest} is not valid JSON: Expecting property name"):
+        verify_spm(spm_model, data, data_bin, ["en", "de"], Verification())
+
+
 def test_without_manifest_every_dictionary_symbol_must_be_a_piece(tmp_path, spm_model, pieces):
     folder = tmp_path / "data-bin"
     folder.mkdir()
@@ -267,7 +295,7 @@ def test_without_manifest_or_data_bin_nothing_is_claimed(spm_model):
 GENERATED = [
     "2024-01-01 | INFO | fairseq | loading\twith a tab\n",  # a log line first: skipped, not the end
     "S-0\t▁the ▁dog \n",
-    "T-0\t▁der ▁hund\n",
+    "T-0\t▁der ▁X\n",
     "H-0\t-0.25\t▁der ▁hund\n",
     "D-0\t-0.25\tder hund\n",
     "P-0\t-0.1 -0.2\n",
@@ -278,7 +306,7 @@ GENERATED = [
 
 
 def test_sentence_lines_are_the_s_t_and_h_lines_with_their_text():
-    assert sentence_lines(GENERATED) == [("S-0", "▁the ▁dog "), ("T-0", "▁der ▁hund"), ("H-0", "▁der ▁hund")]
+    assert sentence_lines(GENERATED) == [("S-0", "▁the ▁dog "), ("T-0", "▁der ▁X"), ("H-0", "▁der ▁hund")]
 
 
 def test_output_form_pieces_or_text():
