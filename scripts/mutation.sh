@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Mutation testing of fairseq_resmlp/ with mutmut (configured in setup.cfg; not run in CI: it takes hours on
-# one core for the whole plugin). Installs mutmut into $MUTMUT_SITE (default /tmp/mut-site) if missing, runs it
-# in a scratch copy of the repository ($MUTATION_DIR, default /tmp/resmlp-mutation; kept between runs, so
-# an interrupted run goes on where it stopped) and prints the score of every module.
+# Mutation testing with mutmut (not run in CI: it takes hours on one core for the whole plugin). Installs mutmut
+# into $MUTMUT_SITE (default /tmp/mut-site) if missing, runs it in a scratch copy of the repository
+# ($MUTATION_DIR, default /tmp/resmlp-mutation, -tools or -data_prep; kept between runs, so an interrupted run goes on where it
+# stopped) and prints the score of every module.
+#
+# MUTATION_TARGET picks what is mutated and which tests judge the mutants:
+#   plugin (default)  fairseq_resmlp/ with the in-process model tests: the [mutmut] section of setup.cfg
+#   tools             the evaluation and averaging code (fairseq_resmlp_tools/average.py, eval_checks.py,
+#                     tokenized_bleu.py, evaluate.py) with their tests that train nothing (-m "not slow")
+#   data_prep         data_prep/stages.py and clean.py with the data_prep tests that need no shared data or fairseq
+# mutmut 3 reads only setup.cfg, so for tools and data_prep the script writes their section into the scratch copy.
 #
 #   bash scripts/mutation.sh                                      # every mutant of the plugin
 #   bash scripts/mutation.sh "fairseq_resmlp.modules.token_mixing.*"   # one module (mutmut's name globs)
+#   MUTATION_TARGET=tools bash scripts/mutation.sh                # the evaluation and averaging code
+#   MUTATION_TARGET=tools bash scripts/mutation.sh "fairseq_resmlp_tools.average.*"
+#   MUTATION_TARGET=data_prep bash scripts/mutation.sh            # data_prep's stage and cleaning logic
 #   MUTATION_SURVIVORS=1 bash scripts/mutation.sh                 # only the survivors and those not run yet
 #   MUTATION_FRESH=1 bash scripts/mutation.sh ...                 # forget earlier results (after code changes)
 set -euo pipefail
@@ -14,7 +24,14 @@ venv="${RESMLP_VENV:-$repo/.venv}"
 python="$venv/bin/python"
 [ -x "$python" ] || python="$(command -v python3)"
 site="${MUTMUT_SITE:-/tmp/mut-site}"
-work="${MUTATION_DIR:-/tmp/resmlp-mutation}"
+target="${MUTATION_TARGET:-plugin}"
+case "$target" in plugin | tools | data_prep) ;; *)
+    echo "MUTATION_TARGET=$target: choose plugin, tools or data_prep" >&2
+    exit 2
+    ;;
+esac
+if [ "$target" = plugin ]; then work="${MUTATION_DIR:-/tmp/resmlp-mutation}"; else
+    work="${MUTATION_DIR:-/tmp/resmlp-mutation-$target}"; fi
 version="3.8.1"
 
 if ! PYTHONPATH="$site" "$python" -c "import mutmut, sys; sys.exit(mutmut.__version__ != '$version')" 2>/dev/null; then
@@ -28,6 +45,57 @@ mkdir -p "$work"
 (cd "$repo" && git ls-files -co --exclude-standard -z) | (cd "$repo" && xargs -0 cp --parents -t "$work" 2>/dev/null || true)
 
 cd "$work"
+# The packages not mutated are copied into mutants/ too: the tests import them from there, not from the installed
+# (editable) project, which would mix the scratch copy with the working tree.
+others() { printf '    %s\n' fairseq_resmlp fairseq_resmlp_tools data_prep | grep -v "$1"; }
+common='pytest_add_cli_args =
+    -p
+    no:cacheprovider
+    -W
+    ignore'
+if [ "$target" = tools ]; then
+    # Tests that train the toy model or run fairseq-generate take tens of seconds each, per mutant: left out.
+    cat > setup.cfg <<EOF
+[mutmut]
+source_paths = fairseq_resmlp_tools/
+also_copy =
+$(others fairseq_resmlp_tools)
+only_mutate =
+    fairseq_resmlp_tools/average.py
+    fairseq_resmlp_tools/eval_checks.py
+    fairseq_resmlp_tools/tokenized_bleu.py
+    fairseq_resmlp_tools/evaluate.py
+$common
+    -m
+    not slow
+pytest_add_cli_args_test_selection =
+    tests/test_average.py
+    tests/test_eval_checks.py
+    tests/test_evaluate.py
+    tests/test_evaluate_bad_input.py
+    tests/test_checkpoint_faults.py
+EOF
+elif [ "$target" = data_prep ]; then
+    # Left out: what needs the shared data or fairseq, and the cases of the re-run matrix that take the same
+    # paths as others (docs/data_prep.md); each is a slow run per mutant.
+    selection="$("$python" -m pytest -p no:cacheprovider --collect-only -q tests/test_data_prep.py \
+        tests/test_data_prep_faults.py -m "not slow" -k "not wmt14 and not multi30k and not tatoeba and not download \
+        and not damaged_archive and not layout and not archive and not cli_prints and not kill and not real_fairseq \
+        and not subprocess and not decode and not parallel_encoding and not split_changes and not impossible \
+        and not sgm and not options_come and not parallel_bad" | grep :: | sed 's/^/    /')"
+    cat > setup.cfg <<EOF
+[mutmut]
+source_paths = data_prep/
+also_copy =
+$(others data_prep)
+only_mutate =
+    data_prep/stages.py
+    data_prep/clean.py
+$common
+pytest_add_cli_args_test_selection =
+$selection
+EOF
+fi
 export PYTHONPATH="$site" OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
 names=("$@")
 if [ "${MUTATION_SURVIVORS:-0}" = 1 ] && [ -d mutants ]; then

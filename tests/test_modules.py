@@ -95,17 +95,27 @@ def test_token_mixing_step_equals_full_forward(matrix):
     """The fixed-shape step and the incremental step use the same matrix as the full forward."""
     mix = TokenMixing(8, causal=True, matrix=matrix, init="xavier")
     with torch.no_grad():
+        mix.bias.normal_()  # xavier starts with zero bias: a bias subtracted instead of added would pass
         if mix.relative is not None:
             mix.relative.normal_()
     x = torch.randn(6, 2, 3)
     full = mix(x)
-    inputs = torch.zeros(2, 8, 3)
+    inputs = torch.zeros(2, 6, 3)  # a buffer of 6 positions, fewer than the matrix's 8
     for t in range(6):
-        out = mix.step(x[t], inputs, torch.tensor([t]), 8)
+        out = mix.step(x[t], inputs, torch.tensor([t]), 6)
         assert torch.allclose(out, full[t], atol=1e-6)
     state = {}
     for t in range(6):
         assert torch.allclose(mix(x[t : t + 1], None, state)[0], full[t], atol=1e-6)
+
+
+def test_token_mixing_trunc_normal_init_and_repr():
+    torch.manual_seed(0)
+    mix = TokenMixing(64, causal=False, init="trunc_normal")
+    assert 0.018 < float(mix.weight.std()) < 0.022 and torch.count_nonzero(mix.bias) == 0  # std 0.02, zero bias
+    assert mix.extra_repr() == "max_positions=64, causal=False"
+    mix = TokenMixing(4, causal=True, matrix="toeplitz", dropout=0.1)
+    assert mix.extra_repr() == "max_positions=4, causal=True, matrix=toeplitz, dropout=0.1"
 
 
 def test_token_mixing_dropout_drops_matrix_entries_in_training_only():
