@@ -241,3 +241,69 @@ def test_parameter_counts_against_transformer_base(capsys):
         for name, n in rows:
             print(f"  {name:<24}{n / 1e6:8.2f}M  ({n / rows[-1][1]:.2f}x transformer base)")
     assert rows[0][1] < rows[-1][1]  # no self-attention projections: ResMLP-6 is smaller than Transformer base
+
+
+def test_dictionary_record_hash_is_a_stable_format():
+    """Checkpoints store this hash: it must stay the SHA-256 of the symbols joined by newlines, or checkpoints saved
+    by one version stop loading in the next."""
+    import hashlib
+
+    from fairseq_resmlp.models.data_record import symbols_sha256
+
+    assert symbols_sha256(["<s>", "<pad>", "</s>", "ein"]) == hashlib.sha256(b"<s>\n<pad>\n</s>\nein").hexdigest()
+
+
+def test_dictionary_files_need_data_and_both_languages():
+    from types import SimpleNamespace
+
+    from fairseq_resmlp.models.data_record import dictionary_files
+
+    def task(**cfg):
+        return SimpleNamespace(cfg=SimpleNamespace(**cfg))
+
+    assert dictionary_files(task(data="d1:d2", source_lang="en", target_lang="de")) == {
+        "source": "d1/dict.en.txt",
+        "target": "d1/dict.de.txt",
+    }
+    assert dictionary_files(task(data="d", source_lang="en", target_lang=None)) == {}
+    assert dictionary_files(task(data="d", source_lang=None, target_lang="de")) == {}
+    assert dictionary_files(task(data=None, source_lang="en", target_lang="de")) == {}
+
+
+def _record_task(src="en", tgt="de", src_symbols=("<s>", "a"), tgt_symbols=("<s>", "b"), data="d"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        cfg=SimpleNamespace(data=data, source_lang=src, target_lang=tgt),
+        source_dictionary=SimpleNamespace(symbols=list(src_symbols)),
+        target_dictionary=SimpleNamespace(symbols=list(tgt_symbols)),
+    )
+
+
+def test_data_record_is_written_at_training_and_verified_at_load():
+    """The model's data record (dictionary hashes, direction): recorded when the config has none, then a loaded
+    checkpoint refuses another direction (checked first: a joint dictionary hashes the same both ways) or another
+    dictionary, naming the file; matching data passes."""
+    from types import SimpleNamespace
+
+    from fairseq_resmlp.models.data_record import ResMLPCheckpointError, symbols_sha256, verify_or_record
+
+    cfg = SimpleNamespace()
+    verify_or_record(cfg, _record_task())
+    assert cfg.direction == "en-de"
+    assert cfg.source_dict_sha256 == symbols_sha256(["<s>", "a"])
+    assert cfg.target_dict_sha256 == symbols_sha256(["<s>", "b"])
+    verify_or_record(cfg, _record_task())  # the same data: accepted, unchanged
+    assert cfg.direction == "en-de"
+    joint = SimpleNamespace()
+    verify_or_record(joint, _record_task(src_symbols=("x",), tgt_symbols=("x",)))
+    with pytest.raises(ResMLPCheckpointError, match=r"trained en->de, but the task translates de->en"):
+        verify_or_record(joint, _record_task(src="de", tgt="en", src_symbols=("x",), tgt_symbols=("x",)))
+    with pytest.raises(ResMLPCheckpointError, match=r"another source dictionary than d/dict\.en\.txt"):
+        verify_or_record(cfg, _record_task(src_symbols=("<s>", "c")))
+    with pytest.raises(ResMLPCheckpointError, match=r"another target dictionary than d/dict\.de\.txt"):
+        verify_or_record(cfg, _record_task(tgt_symbols=("<s>", "c")))
+    # A task without languages records no direction and checks none.
+    nolang = SimpleNamespace()
+    verify_or_record(nolang, _record_task(src=None, tgt=None))
+    assert getattr(nolang, "direction", None) is None and nolang.source_dict_sha256
