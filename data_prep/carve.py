@@ -20,30 +20,29 @@ leave no training data stop with one line naming the file or the option.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_resmlp_tools._cli import console_script
-from fairseq_resmlp_tools._fs import sha256_file
+from fairseq_resmlp_tools._fs import sha256_file, write_json_atomic, write_text_atomic
 
 from .errors import DataPrepError
+from .textio import InputFile, ParallelSource, iter_text_pairs
 
 SPLITS = ("train", "valid", "test")
 
 
-def read_lines(path: Path) -> List[str]:
-    """The lines of ``path`` (gzip if it ends in .gz), without their line ends; UTF-8 errors name the file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", newline="\n") as f:
-            return [line.rstrip("\n").rstrip("\r") for line in f]
-    except FileNotFoundError:
-        raise DataPrepError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, OSError, EOFError) as e:
-        raise DataPrepError(f"{path}: cannot be read as UTF-8 text ({e})") from None
+def read_pairs(src_file: Path, tgt_file: Path) -> Tuple[List[str], List[str]]:
+    """The line-aligned pairs of a corpus (plain or .gz), read as data_prep reads corpora: strict UTF-8, and errors
+    that name the file and line (invalid UTF-8, different lengths, a truncated or missing file)."""
+    source = ParallelSource("corpus", InputFile(src_file), InputFile(tgt_file))
+    src: List[str] = []
+    tgt: List[str] = []
+    for _, a, b in iter_text_pairs(source):
+        src.append(a.rstrip("\r"))  # type: ignore[union-attr]  (never None without drop_invalid_utf8)
+        tgt.append(b.rstrip("\r"))  # type: ignore[union-attr]
+    return src, tgt
 
 
 def carve(
@@ -70,20 +69,12 @@ def carve(
     return out
 
 
-def _write_atomic(path: Path, lines: Sequence[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(path)
-
-
 def run(args: argparse.Namespace) -> Dict[str, int]:
     if args.valid < 1 or args.test < 1:
         raise DataPrepError("--valid and --test must be at least 1")
     if args.src == args.tgt:
         raise DataPrepError(f"--src and --tgt are both {args.src!r}")
-    src, tgt = read_lines(args.src_file), read_lines(args.tgt_file)
-    if len(src) != len(tgt):
-        raise DataPrepError(f"{args.src_file} has {len(src)} lines but {args.tgt_file} has {len(tgt)}")
+    src, tgt = read_pairs(args.src_file, args.tgt_file)
     if not src:
         raise DataPrepError(f"{args.src_file} is empty")
     splits = carve(src, tgt, args.valid, args.test, args.seed)
@@ -93,8 +84,8 @@ def run(args: argparse.Namespace) -> Dict[str, int]:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     for split, pairs in splits.items():
-        _write_atomic(args.out / f"{split}.{args.src}", [s for s, _ in pairs])
-        _write_atomic(args.out / f"{split}.{args.tgt}", [t for _, t in pairs])
+        write_text_atomic(args.out / f"{split}.{args.src}", "".join(s + "\n" for s, _ in pairs))
+        write_text_atomic(args.out / f"{split}.{args.tgt}", "".join(t + "\n" for _, t in pairs))
     counts = {split: len(pairs) for split, pairs in splits.items()}
     record = {
         "counts": counts,
@@ -102,7 +93,7 @@ def run(args: argparse.Namespace) -> Dict[str, int]:
         "inputs": {str(p): sha256_file(p) for p in (args.src_file, args.tgt_file)},
         "disjoint_by": f"source sentence ({args.src}), whitespace-stripped",
     }
-    (args.out / "carve.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(args.out / "carve.json", record)
     return counts
 
 

@@ -66,12 +66,16 @@ def test_carve_bad_input_names_the_file(tmp_path, capsys):
     tgt.write_text("b\nd\n", encoding="utf-8")
     argv = ["--src-file", str(src), "--tgt-file", str(tgt), "--src", "en", "--tgt", "de", "--out", str(tmp_path / "o")]
     assert run_cli(carve.main, [*argv, "--valid", "1", "--test", "1"]) == 1
-    assert f"{src} has 3 lines but {tgt} has 2" in capsys.readouterr().err
+    assert f"{tgt} has 2 lines but {src} has 3" in capsys.readouterr().err
     tgt.write_text("b\nd\nf\n", encoding="utf-8")
     assert run_cli(carve.main, [*argv, "--valid", "2", "--test", "2"]) == 1
     assert "too few for --valid 2 and --test 2" in capsys.readouterr().err
     assert run_cli(carve.main, [*argv[:-2], "--out", str(tmp_path / "p"), "--src-file", str(tmp_path / "nope")]) == 1
     assert "nope: no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.de"
+    bad.write_bytes(b"b\n\xff\xfe\nf\n")
+    assert run_cli(carve.main, [*argv[:2], "--tgt-file", str(bad), *argv[4:], "--valid", "1", "--test", "1"]) == 1
+    assert f"{bad}: line 2: invalid UTF-8" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

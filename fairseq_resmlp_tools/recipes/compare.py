@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import write_json_atomic, write_text_atomic
+from fairseq_resmlp_tools.evaluate import read_lines  # the references exactly as resmlp-evaluate read them
 from fairseq_resmlp_tools.fairseq_io import die_with_parent, read_json_log
 from fairseq_resmlp_tools.recipes import small, steps
 
@@ -164,10 +165,6 @@ def paired_bootstrap(references: List[str], baseline: List[str], system: List[st
     _, scores = test()
     result = scores["BLEU"][1]
     return {"p_value": result.p_value, "score": result.score, "mean": result.mean, "ci": result.ci}
-
-
-def read_lines(path: Path) -> List[str]:
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
 
 
 def format_tables(record: Dict[str, Any]) -> str:
