@@ -422,14 +422,32 @@ def clean_real(tmp_path_factory):
     return root
 
 
+def binarize_log_has(pattern: str):
+    """A kill point: fairseq-preprocess's log (work/binarize.log) contains ``pattern``.
+
+    States, not delays: a fixed sleep lands at a different point on every machine (a fast CI host once
+    finished the whole run inside 3.5 s, so the kill hit nothing).
+    """
+
+    def reached(out: Path) -> bool:
+        try:
+            return pattern in (out / "work" / "binarize.log").read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return False
+
+    return reached
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
 @pytest.mark.parametrize(
     "trigger, delay",
     [
         pytest.param("[spm-train] running", 0.0, marks=pytest.mark.slow),
         ("[encode] running", 0.05),
-        ("[binarize] fairseq-preprocess", 1.0),
-        pytest.param("[binarize] fairseq-preprocess", 3.5, marks=pytest.mark.slow),
+        # fairseq started (its command line is in the log) and has not written anything yet
+        ("[binarize] fairseq-preprocess", binarize_log_has("fairseq-preprocess --source-lang")),
+        # fairseq is part-way: one file binarized ("N sents, M tokens"), the others not yet
+        pytest.param("[binarize] fairseq-preprocess", binarize_log_has(" sents, "), marks=pytest.mark.slow),
         pytest.param("[binarize] done", 0.0, marks=pytest.mark.slow),
     ],
 )
@@ -442,7 +460,13 @@ def test_kill_9_then_same_command_is_byte_identical_and_leaves_no_orphan(clean_r
     try:
         for line in proc.stderr:
             if line.startswith(trigger):
-                time.sleep(delay)
+                if callable(delay):  # poll for the state, at most 60 s; the run must still be going
+                    deadline = time.monotonic() + 60
+                    while not delay(out) and proc.poll() is None and time.monotonic() < deadline:
+                        time.sleep(0.005)
+                    assert delay(out), f"the run ended before the kill point after {trigger!r}"
+                else:
+                    time.sleep(delay)
                 proc.kill()  # the parent only: its children must go with it
                 break
         proc.wait()
