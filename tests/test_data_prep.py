@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -395,10 +396,23 @@ def test_checksum_cache_fast_path_damage_and_directories(tmp_path, monkeypatch):
     cache.sha256(f)
     cache.sha256(f)
     assert len(opened) == 2  # just written: racy, read twice
-    monkeypatch.setattr(stages.time, "time_ns", lambda: f.stat().st_ctime_ns + stages.RACY_NS + 1)
-    cache.sha256(f)
-    monkeypatch.undo()
-    assert cache.sha256(f) == sha256(f) and len(opened) == 3  # settled now: the fast path
+    with monkeypatch.context() as later:  # hashed "later": the entry is settled (undoes this patch only)
+        later.setattr(stages.time, "time_ns", lambda: f.stat().st_ctime_ns + stages.RACY_NS + 1)
+        cache.sha256(f)
+    assert len(opened) == 3
+    assert cache.sha256(f) == sha256(f) and len(opened) == 3  # settled now: the fast path, not read
+    # the fast path returns what the cache holds (proof that it is taken), also from a saved cache
+    key = str(f.resolve())
+    cache._data[key][2] = "0" * 64
+    assert cache.sha256(f) == "0" * 64
+    cache._data[key][2] = sha256(f)
+    cache.save()
+    assert ChecksumCache(tmp_path / "fresh.json").sha256(f) == sha256(f) and len(opened) == 3
+    # the same size and mtime but new content (ctime and the signature change): read again
+    st = f.stat()
+    f.write_bytes(b"xyz\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache.sha256(f) == hashlib.sha256(b"xyz\n").hexdigest() and len(opened) == 4
     # a directory's digest covers its files' names and contents
     d = tmp_path / "d"
     (d / "sub").mkdir(parents=True)
@@ -445,6 +459,85 @@ def test_stage_runner_redoes_a_stage_with_a_damaged_or_foreign_stamp(tmp_path):
     src.unlink()
     with pytest.raises(DataPrepError, match=r"stage copy: input .*in\.txt does not exist"):
         runner.run(stage)
+
+
+def test_stage_runner_logs_stamps_and_names_what_failed(tmp_path, monkeypatch):
+    from data_prep import stages
+
+    logged: list = []
+    runner = StageRunner(tmp_path, tmp_path / "stamps", ChecksumCache(tmp_path / "sums.json"), log=logged.append)
+    src = write(tmp_path / "in.txt", b"x\n")
+    out = tmp_path / "new" / "deeper" / "out.txt"  # its directories do not exist yet
+
+    def copy(ctx):
+        time.sleep(0.0123)  # seconds with more than 3 decimals, to see the stamp's rounding
+        ctx.tmp(out).write_bytes(src.read_bytes())
+        return {"n": 1}
+
+    stage = Stage("copy", copy, inputs=[src], outputs=[out])
+    started = time.monotonic()
+    ran = runner.run(stage)
+    wall = time.monotonic() - started
+    assert logged[0] == "[copy] running" and re.fullmatch(r"\[copy\] done in \d+\.\ds", logged[1])
+    stamp = json.loads((tmp_path / "stamps" / "copy.json").read_text())
+    assert stamp["stage"] == "copy"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", stamp["finished"])
+    assert 0.0123 <= stamp["seconds"] <= wall and stamp["seconds"] == round(ran.seconds, 3) != ran.seconds
+    skipped = runner.run(stage)
+    assert logged[2:] == ["[copy] up to date, skipped"] and (skipped.status, skipped.seconds) == ("skipped", 0.0)
+
+    forced = StageRunner(tmp_path, tmp_path / "stamps", runner.cache, force=True, log=logged.append)
+    with pytest.raises(ValueError, match=r"elsewhere is not an output of stage copy"):
+        forced.run(Stage("copy", lambda ctx: ctx.tmp(tmp_path / "elsewhere"), inputs=[src], outputs=[out]))
+    with pytest.raises(RuntimeError, match=r"stage copy did not write .*out\.txt"):
+        forced.run(Stage("copy", lambda ctx: None, inputs=[src], outputs=[out]))
+
+    def fail(error):
+        def action(ctx):
+            raise error
+
+        return Stage("copy", action, inputs=[src], outputs=[out])
+
+    with pytest.raises(DataPrepError, match=r"^/x/y: No space left on device \(stage copy\)$"):
+        forced.run(fail(OSError(28, "No space left on device", "/x/y")))
+    with pytest.raises(DataPrepError, match=r"out\.txt: No space left on device \(stage copy\)$"):
+        forced.run(fail(OSError(28, "No space left on device")))  # a write error names no file: the outputs
+
+    # an input that is a directory: a file changed inside it while the stage read it is noticed
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    write(folder / "sub" / "a", b"1")
+
+    def touch_input(ctx):
+        write(folder / "sub" / "a", b"22")
+        ctx.tmp(out).write_bytes(b"")
+
+    with pytest.raises(DataPrepError, match=r"folder: changed while stage copy was reading it"):
+        forced.run(Stage("copy", touch_input, inputs=[folder], outputs=[out]))
+    assert stages._signature(folder) == [["sub/a", stages.file_signature(folder / "sub" / "a")]]
+
+    src.unlink()  # forced: the stage does not look at its stamp, so the run itself finds the input missing
+    with pytest.raises(DataPrepError, match=r"^stage copy: input .*in\.txt does not exist$"):
+        forced.run(stage)
+
+    # a file that changes on every look is refused with its name
+    write(src, b"x\n")
+    counter = iter(range(10**6))
+    monkeypatch.setattr(stages, "file_signature", lambda p: [next(counter)])
+    with pytest.raises(DataPrepError, match=r"in\.txt: keeps changing while it is read"):
+        ChecksumCache(tmp_path / "other.json").sha256(src)
+
+
+def test_checksum_cache_writes_only_when_it_learned_something(tmp_path):
+    path = tmp_path / "sums.json"
+    ChecksumCache(path).save()
+    assert not path.exists()  # nothing hashed: nothing to write
+    cache = ChecksumCache(path)
+    cache.sha256(write(tmp_path / "f", b"abc\n"))
+    cache.save()
+    inode = path.stat().st_ino
+    cache.save()  # saved already: not written again (a new file would have a new inode)
+    assert path.stat().st_ino == inode
 
 
 def test_stage_description_is_laid_over_the_statistics():

@@ -160,3 +160,82 @@ def test_switch_off_from_the_model_options():
     assert build_model(no_cuda_graphs=True).decoder.static_decoding.mode == "off"
     model = build_model()
     assert not model.decoder.static_decoding.applies(torch.zeros(2, 1, dtype=torch.long), None)
+
+
+# Untrained models of other architectures: the fixture has no positions and two decoder layers. In float64 the
+# fixed-shape step must equal the incremental path to ~1e-12: a buffer in another dtype (float32) shows.
+VARIANTS = {
+    "small-positions-1-layer": dict(arch="resmlp_small", decoder_layers=1, positional_embeddings="sinusoidal"),
+    "small-full-matrix": dict(arch="resmlp_small", token_mixing_matrix="full_plus_toeplitz"),
+    "tiny-affine": dict(arch="resmlp_tiny"),
+}
+
+
+def untrained(arch: str, **options):
+    from fairseq_resmlp.models import resmlp
+    from helpers import build_model
+
+    sizes = dict(encoder_embed_dim=16, decoder_embed_dim=16, encoder_ffn_embed_dim=24, decoder_ffn_embed_dim=24)
+    sizes.update(encoder_layers=1, max_source_positions=32, max_target_positions=32, decoder_attention_heads=2)
+    return build_model(getattr(resmlp, arch), **{**sizes, **options}).double().to(DEVICE)
+
+
+def random_sample(model, lengths, seed=0):
+    from helpers import random_tokens
+
+    src = random_tokens(model, lengths, seed=seed, left_pad=True).to(DEVICE)
+    return {"net_input": {"src_tokens": src, "src_lengths": torch.tensor(lengths, device=DEVICE)}}
+
+
+def generate_with(model, sample, mode, **options):
+    model.decoder.static_decoding.mode = mode
+    generator = SequenceGenerator([model], model.decoder.dictionary, max_len_b=10, **options)
+    with torch.no_grad():
+        return generator.generate([model], sample)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("beam", [1, 3])
+def test_fixed_shape_step_of_other_architectures_in_float64(variant, beam):
+    model = untrained(**VARIANTS[variant])
+    sample = random_sample(model, [7, 3, 5])
+    got, want = (generate_with(model, sample, mode, beam_size=beam) for mode in (MODE, "off"))
+    assert model.decoder.static_decoding.steps > 0
+    for hyps_got, hyps_want in zip(got, want):
+        for x, y in zip(hyps_got, hyps_want):  # fairseq keeps scores in float32
+            assert x["tokens"].tolist() == y["tokens"].tolist()
+            torch.testing.assert_close(x["positional_scores"], y["positional_scores"], rtol=0, atol=1e-6)
+    # step by step, the decoder's own float64 outputs
+    src = sample["net_input"]
+    prev = torch.randint(4, len(model.decoder.dictionary), (3, 9), generator=torch.Generator().manual_seed(5))
+    outputs = {}
+    with torch.no_grad():
+        enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+        for mode in (MODE, "off"):
+            model.decoder.static_decoding.mode = mode
+            state: dict = {}
+            steps = [
+                model.decoder(prev[:, : t + 1].to(DEVICE), encoder_out=enc, incremental_state=state) for t in range(9)
+            ]
+            outputs[mode] = (torch.cat([s[0] for s in steps], 1), torch.cat([s[1]["attn"][0] for s in steps], 1))
+    assert outputs[MODE][0].dtype == torch.float64
+    for got_t, want_t in zip(outputs[MODE], outputs["off"]):
+        torch.testing.assert_close(got_t, want_t, rtol=0, atol=1e-12)
+
+
+def test_buffers_are_reused_by_generations_that_fit():
+    from fairseq_resmlp.models.static_decoding import _pow2_at_least
+
+    assert [_pow2_at_least(n) for n in (0, 1, 2, 3, 5, 8, 9)] == [1, 1, 2, 4, 8, 8, 16]
+    assert _pow2_at_least(3, 16) == 16 and _pow2_at_least(17, 16) == 32
+    model = untrained("resmlp_tiny")
+    static = model.decoder.static_decoding
+    generate_with(model, random_sample(model, [7, 3, 5]), MODE, beam_size=2)
+    buffers = static._buffers
+    assert (buffers.rows, buffers.sentences, buffers.src_len) == (8, 4, 16)  # 3 sentences x beam 2, in buckets
+    assert buffers.tokens.dtype == torch.long and buffers.mix[0].dtype == torch.float64
+    generate_with(model, random_sample(model, [7, 3, 5], seed=1), MODE, beam_size=2)  # the same buckets
+    generate_with(model, random_sample(model, [4, 2], seed=2), MODE, beam_size=2)  # smaller
+    assert static._buffers is buffers
+    generate_with(model, random_sample(model, [20, 3], seed=3), MODE, beam_size=2)  # a longer source
+    assert static._buffers is not buffers and static._buffers.src_len == 32

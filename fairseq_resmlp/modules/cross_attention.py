@@ -26,6 +26,12 @@ from .affine import norm_then_linear
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
+def softmax_at_least_float32(scores: Tensor) -> Tensor:
+    """Softmax over the last axis in float32 for half precision (as fairseq does), in the input's dtype otherwise:
+    ``.float()`` would round float64 scores down to float32."""
+    return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+
+
 @with_incremental_state
 class CrossAttention(nn.Module):
     """Multi-head attention from decoder positions to the encoder output, keys/values cached when decoding."""
@@ -111,7 +117,7 @@ class CrossAttention(nn.Module):
             scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
-            probs = torch.softmax(scores.float(), dim=-1).type_as(q)
+            probs = softmax_at_least_float32(scores).type_as(q)
             out = torch.matmul(F.dropout(probs, dropout, self.training), v)
             weights = probs.mean(dim=1).reshape(bsz, tgt_len, -1)
         else:
@@ -132,7 +138,7 @@ class CrossAttention(nn.Module):
         sentences, group = k.size(0), bsz // k.size(0)
         q = self.q_proj(norm(query)).view(sentences, group, self.heads, self.head_dim).transpose(1, 2)
         scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2)) + mask_bias  # N x H x group x S
-        probs = torch.softmax(scores.float(), dim=-1).type_as(q)
+        probs = softmax_at_least_float32(scores).type_as(q)
         out = torch.matmul(probs, v).transpose(1, 2).reshape(bsz, dim)
         weights = probs.mean(dim=1).reshape(bsz, -1)
         return self.out_proj(out), weights
