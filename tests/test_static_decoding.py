@@ -12,7 +12,10 @@ import torch
 from fairseq import search
 from fairseq.data import data_utils
 from fairseq.sequence_generator import SequenceGenerator
-from helpers import V1_CHECKPOINT_DIR, load_v1_hub
+from helpers import V1_CHECKPOINT_DIR, build_model, load_v1_hub, random_tokens
+
+from fairseq_resmlp.models import resmlp
+from fairseq_resmlp.models.static_decoding import _pow2_at_least
 
 FIXTURE = V1_CHECKPOINT_DIR
 # On a GPU machine the same tests check the CUDA-graph replay ("auto"); on the CPU the fixed-shape step runs eagerly.
@@ -154,8 +157,6 @@ def test_interleaved_generations_are_refused(hub, sample):
 
 
 def test_switch_off_from_the_model_options():
-    from helpers import build_model
-
     assert build_model().decoder.static_decoding.mode == "auto"  # on by default (where CUDA applies)
     assert build_model(no_cuda_graphs=True).decoder.static_decoding.mode == "off"
     model = build_model()
@@ -172,17 +173,12 @@ VARIANTS = {
 
 
 def untrained(arch: str, **options):
-    from fairseq_resmlp.models import resmlp
-    from helpers import build_model
-
     sizes = dict(encoder_embed_dim=16, decoder_embed_dim=16, encoder_ffn_embed_dim=24, decoder_ffn_embed_dim=24)
     sizes.update(encoder_layers=1, max_source_positions=32, max_target_positions=32, decoder_attention_heads=2)
     return build_model(getattr(resmlp, arch), **{**sizes, **options}).double().to(DEVICE)
 
 
 def random_sample(model, lengths, seed=0):
-    from helpers import random_tokens
-
     src = random_tokens(model, lengths, seed=seed, left_pad=True).to(DEVICE)
     return {"net_input": {"src_tokens": src, "src_lengths": torch.tensor(lengths, device=DEVICE)}}
 
@@ -224,8 +220,6 @@ def test_fixed_shape_step_of_other_architectures_in_float64(variant, beam):
 
 
 def test_buffers_are_reused_by_generations_that_fit():
-    from fairseq_resmlp.models.static_decoding import _pow2_at_least
-
     assert [_pow2_at_least(n) for n in (0, 1, 2, 3, 5, 8, 9)] == [1, 1, 2, 4, 8, 8, 16]
     assert _pow2_at_least(3, 16) == 16 and _pow2_at_least(17, 16) == 32
     model = untrained("resmlp_tiny")
