@@ -201,12 +201,22 @@ def test_fixed_shape_step_of_other_architectures_in_float64(variant, beam):
         for x, y in zip(hyps_got, hyps_want):  # fairseq keeps scores in float32
             assert x["tokens"].tolist() == y["tokens"].tolist()
             torch.testing.assert_close(x["positional_scores"], y["positional_scores"], rtol=0, atol=1e-6)
-    # step by step, the decoder's own float64 outputs
-    src = sample["net_input"]
-    prev = torch.randint(4, len(model.decoder.dictionary), (3, 9), generator=torch.Generator().manual_seed(5))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("padding", ["padded", "no-mask"])
+def test_fixed_shape_steps_equal_incremental_steps_in_float64(variant, padding):
+    """Step by step, without fairseq's generator (no beam group): 4 rows, each its own sentence; and an encoder
+    output without a padding mask (fairseq's encoders may leave it empty)."""
+    model = untrained(**VARIANTS[variant])
+    lengths = [7, 3, 5, 2] if padding == "padded" else [5, 5, 5, 5]
+    src = random_sample(model, lengths)["net_input"]
+    prev = torch.randint(4, len(model.decoder.dictionary), (4, 9), generator=torch.Generator().manual_seed(5))
     outputs = {}
     with torch.no_grad():
         enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+        if padding == "no-mask":
+            enc = {**enc, "encoder_padding_mask": []}
         for mode in (MODE, "off"):
             model.decoder.static_decoding.mode = mode
             state: dict = {}
@@ -214,7 +224,7 @@ def test_fixed_shape_step_of_other_architectures_in_float64(variant, beam):
                 model.decoder(prev[:, : t + 1].to(DEVICE), encoder_out=enc, incremental_state=state) for t in range(9)
             ]
             outputs[mode] = (torch.cat([s[0] for s in steps], 1), torch.cat([s[1]["attn"][0] for s in steps], 1))
-    assert outputs[MODE][0].dtype == torch.float64
+    assert outputs[MODE][0].dtype == torch.float64 and model.decoder.static_decoding.steps >= 9
     for got_t, want_t in zip(outputs[MODE], outputs["off"]):
         torch.testing.assert_close(got_t, want_t, rtol=0, atol=1e-12)
 
