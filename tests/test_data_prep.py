@@ -503,6 +503,14 @@ def test_stage_runner_logs_stamps_and_names_what_failed(tmp_path, monkeypatch):
     with pytest.raises(DataPrepError, match=r"out\.txt: No space left on device \(stage copy\)$"):
         forced.run(fail(OSError(28, "No space left on device")))  # a write error names no file: the outputs
 
+    def full_disk(path, data):  # the stamp cannot be written (after the stage's action succeeded)
+        raise OSError(28, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(stages, "write_json_atomic", full_disk)
+        with pytest.raises(DataPrepError, match=r"stamps/copy\.json: No space left on device \(stage copy\)$"):
+            forced.run(stage)
+
     # an input that is a directory: a file changed inside it while the stage read it is noticed
     folder = tmp_path / "folder"
     (folder / "sub").mkdir(parents=True)
