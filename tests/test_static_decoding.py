@@ -152,8 +152,17 @@ def test_interleaved_generations_are_refused(hub, sample):
     with torch.no_grad():
         model.decoder(prev, encoder_out=enc, incremental_state=first)
         model.decoder(prev, encoder_out=enc, incremental_state=second)
-        with pytest.raises(RuntimeError, match="interleaved"):
+        with pytest.raises(RuntimeError) as e:
             model.decoder(torch.cat([prev, prev], 1), encoder_out=enc, incremental_state=first)
+        assert str(e.value) == (
+            "two generations are interleaved on one ResMLP decoder, which share its fixed-shape decoding buffers: "
+            "generate one at a time, or turn CUDA-graph decoding off (--no-cuda-graphs, e.g. fairseq-generate "
+            "--model-overrides \"{'no_cuda_graphs': True}\")"
+        )
+        # rows that do not match the state (no reorder in between): named, not decoded against other rows
+        with pytest.raises(RuntimeError) as e:
+            model.decoder(torch.cat([prev, prev], 1)[:5], encoder_out=enc, incremental_state=second)
+        assert str(e.value) == "decoder state holds 12 hypotheses but the step has 5"
 
 
 def test_switch_off_from_the_model_options():
@@ -211,8 +220,9 @@ def test_fixed_shape_steps_equal_incremental_steps_in_float64(variant, padding):
     model = untrained(**VARIANTS[variant])
     lengths = [7, 3, 5, 2] if padding == "padded" else [5, 5, 5, 5]
     src = random_sample(model, lengths)["net_input"]
-    prev = torch.randint(4, len(model.decoder.dictionary), (4, 9), generator=torch.Generator().manual_seed(5))
-    outputs = {}
+    # 20 steps: past the first length bucket (16), into the next
+    prev = torch.randint(4, len(model.decoder.dictionary), (4, 20), generator=torch.Generator().manual_seed(5))
+    outputs, extras = {}, {}
     with torch.no_grad():
         enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
         if padding == "no-mask":
@@ -221,10 +231,12 @@ def test_fixed_shape_steps_equal_incremental_steps_in_float64(variant, padding):
             model.decoder.static_decoding.mode = mode
             state: dict = {}
             steps = [
-                model.decoder(prev[:, : t + 1].to(DEVICE), encoder_out=enc, incremental_state=state) for t in range(9)
+                model.decoder(prev[:, : t + 1].to(DEVICE), encoder_out=enc, incremental_state=state) for t in range(20)
             ]
             outputs[mode] = (torch.cat([s[0] for s in steps], 1), torch.cat([s[1]["attn"][0] for s in steps], 1))
-    assert outputs[MODE][0].dtype == torch.float64 and model.decoder.static_decoding.steps >= 9
+            extras[mode] = sorted(steps[-1][1])
+    assert outputs[MODE][0].dtype == torch.float64 and model.decoder.static_decoding.steps == 20
+    assert extras[MODE] == extras["off"]  # the same entries as the incremental path returns
     for got_t, want_t in zip(outputs[MODE], outputs["off"]):
         torch.testing.assert_close(got_t, want_t, rtol=0, atol=1e-12)
 
