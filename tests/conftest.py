@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,20 @@ def shared_data() -> Path:
 
 # Fixtures that train a model or run fairseq commands (tens of seconds to minutes): tests using them are slow.
 SLOW_FIXTURES = {"toy", "toy_data", "trained"}
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_to_closed_streams():
+    """A tool's logging.basicConfig (resmlp-interactive, fairseq_cli at import) binds the sys.stderr/stdout of the
+    test that first ran it: pytest's capture stream, closed after that test. A later record then prints "--- Logging
+    error ---" with a traceback into another test's output. Such handlers are dropped before every test (this
+    matters when several pytest sessions share one process, as under mutmut)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        stream = getattr(handler, "stream", None)
+        if stream is not None and getattr(stream, "closed", False):
+            root.removeHandler(handler)
+    yield
 
 
 def pytest_collection_modifyitems(config, items):
