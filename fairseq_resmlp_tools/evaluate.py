@@ -129,6 +129,12 @@ class EvalData:
     split: str
 
 
+# Suffixes of 2-3 letters that name a kind of file, not a language: "refs.txt" says nothing about the language.
+_FILE_TYPE_SUFFIXES = frozenset(
+    {"txt", "tok", "out", "hyp", "ref", "gen", "sgm", "xml", "bpe", "log", "csv", "tsv", "raw", "gz"}
+)
+
+
 def _languages_from_data_bin(data_bin: Path, split: str) -> Tuple[str, str]:
     pairs = sorted(
         {
@@ -181,7 +187,7 @@ def resolve_data(args: argparse.Namespace) -> EvalData:
     if tgt is None:
         # The tokenized BLEU's tokenizer is language specific: take the reference's suffix (raw/test.de) if it is one.
         suffix = references.suffix.lstrip(".")
-        if not re.fullmatch(r"[a-z]{2,3}", suffix):
+        if not re.fullmatch(r"[a-z]{2,3}", suffix) or suffix in _FILE_TYPE_SUFFIXES:
             raise ToolError(f"give --target-lang: the language of {references} cannot be told from its name")
         tgt = suffix
     return EvalData(data_bin, spm_model, references, src, tgt, args.split)
