@@ -32,6 +32,20 @@ def shared_data() -> Path:
 SLOW_FIXTURES = {"toy", "toy_data", "trained"}
 
 
+@pytest.fixture(scope="session")
+def spm_model(tmp_path_factory) -> Path:
+    """A 40-piece SentencePiece model of made-up words, for the evaluation unit tests."""
+    import sentencepiece as spm
+
+    folder = tmp_path_factory.mktemp("spm")
+    text = folder / "spm.txt"
+    text.write_text("".join(f"word{i} other{i % 7} thing\n" for i in range(200)))
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(folder / "spm"), vocab_size=40, minloglevel=2, hard_vocab_limit=False
+    )
+    return folder / "spm.model"
+
+
 @pytest.fixture(autouse=True)
 def _no_logging_to_closed_streams():
     """A tool's logging.basicConfig (resmlp-interactive, fairseq_cli at import) binds the sys.stderr/stdout of the

@@ -29,19 +29,6 @@ SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
 
 @pytest.fixture(scope="module")
-def spm_model(tmp_path_factory) -> Path:
-    import sentencepiece as spm
-
-    folder = tmp_path_factory.mktemp("spm")
-    text = folder / "spm.txt"
-    text.write_text("".join(f"word{i} other{i % 7} thing\n" for i in range(200)))
-    spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(folder / "spm"), vocab_size=40, minloglevel=2, hard_vocab_limit=False
-    )
-    return folder / "spm.model"
-
-
-@pytest.fixture(scope="module")
 def pieces(spm_model) -> list:
     import sentencepiece as spm
 

@@ -19,19 +19,6 @@ from fairseq_resmlp_tools.eval_checks import Verification
 from fairseq_resmlp_tools.evaluate import EvalData
 
 
-@pytest.fixture(scope="module")
-def spm_model(tmp_path_factory) -> Path:
-    import sentencepiece as spm
-
-    folder = tmp_path_factory.mktemp("spm")
-    text = folder / "spm.txt"
-    text.write_text("".join(f"word{i} other{i % 7} thing\n" for i in range(200)))
-    spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(folder / "spm"), vocab_size=40, minloglevel=2, hard_vocab_limit=False
-    )
-    return folder / "spm.model"
-
-
 def touch(path: Path, text: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
