@@ -33,7 +33,7 @@ def _pow2_at_least(n: int, floor: int = 1) -> int:
 class _Buffers:
     """The decoder-owned buffers one generation at a time decodes into."""
 
-    def __init__(self, decoder, rows: int, sentences: int, src_len: int, kv_dim: int, device, dtype) -> None:
+    def __init__(self, decoder, rows: int, sentences: int, src_len: int, device, dtype) -> None:
         layers = decoder.layers
         attn = layers[0].encoder_attn
         dim = decoder.embed_tokens.embedding_dim
@@ -158,7 +158,7 @@ class StaticDecoding:
             if buffers is not None:
                 need_rows = max(need_rows, buffers.rows if buffers.rows % group == 0 else 0)
                 need_src = max(need_src, buffers.src_len)
-            buffers = _Buffers(decoder, need_rows, need_rows // group, need_src, enc.size(2), enc.device, dtype)
+            buffers = _Buffers(decoder, need_rows, need_rows // group, need_src, enc.device, dtype)
             self._buffers = buffers
         self._generations += 1
         buffers.owner = self._generations
