@@ -7,6 +7,7 @@ architectures ``resmlp_6``, ``resmlp_12``, ``resmlp_small``, ``resmlp_tiny``.
 
 from ._compat import CheckpointFileError, allow_fairseq_checkpoint_globals
 from .criterions import ChunkedLabelSmoothedCrossEntropyCriterion  # noqa: F401  (registers the criterion)
+from .optim import FairseqFusedAdam  # noqa: F401  (registers the optimizer)
 from .models import ResMLPCheckpointError, ResMLPConfig, ResMLPModel, count_parameters
 from .quantize import quantize_int8
 

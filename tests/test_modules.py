@@ -202,6 +202,37 @@ def test_cross_attention_matches_fairseq_multihead_attention():
     assert torch.allclose(out, expected[1:2, order], atol=1e-5)
 
 
+def test_cross_attention_never_runs_cudnn_attention(monkeypatch):
+    """cuDNN attention builds an execution graph per shape (host time on every fairseq batch): the fused attention
+    runs with every other backend allowed, and the process-wide choice is restored afterwards."""
+    from torch.backends import cuda
+
+    from fairseq_resmlp.modules import cross_attention
+
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        flags = (
+            cuda.cudnn_sdp_enabled(),
+            cuda.flash_sdp_enabled(),
+            cuda.mem_efficient_sdp_enabled(),
+            cuda.math_sdp_enabled(),
+        )
+        seen.append(flags)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cross_attention.F, "scaled_dot_product_attention", spy)
+    attention = cross_attention.CrossAttention(16, 16, 2, 0.1).train()
+    pad = torch.zeros(2, 4, dtype=torch.bool)
+    pad[1, 3:] = True
+    before = cuda.cudnn_sdp_enabled()
+    out, _ = attention(torch.randn(3, 2, 16), torch.randn(4, 2, 16), pad)
+    out.sum().backward()
+    assert seen == [(False, True, True, True)]
+    assert cuda.cudnn_sdp_enabled() == before
+
+
 def test_cross_attention_per_sentence_cache_in_beam_search():
     """With group > 1, keys/values are cached once per sentence and follow beams and finished sentences."""
     from fairseq_resmlp.modules.cross_attention import CrossAttention

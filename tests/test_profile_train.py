@@ -111,6 +111,30 @@ def test_too_few_updates_is_a_clear_error(data, tmp_path):
     assert "stopped after 3 updates, before the 5 that --wait + --warmup + --active need" in proc.stderr
 
 
+def test_host_profile_reports_train_step_per_update(data, tmp_path):
+    out = tmp_path / "host"
+    cmd = profile_cmd(data, out, "--host")
+    proc = run(cmd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (out / pt.HOST_PROFILE).read_text()
+    assert text.strip() in proc.stdout and f"written: {out / pt.HOST_PROFILE}" in proc.stdout
+    assert text.startswith("# Host profile: 2 updates after 2 (cProfile; times per update)")
+    assert "## By own time" in text and "## By cumulative time" in text
+    rows = {line.split("`")[1]: line.split("|")[2:5] for line in text.splitlines() if line.startswith("| `")}
+    # fairseq's Trainer.train_step runs once per profiled update, and holds the forward and backward passes.
+    step = [cells for name, cells in rows.items() if name.startswith("trainer.py:") and name.endswith("(train_step)")]
+    assert step and float(step[0][0]) == 1.0
+    wall = float(text.split("wall per update (profiled): ")[1].split(" ms")[0])
+    assert 0 < float(step[0][2]) <= wall
+    assert not (out / "summary.json").exists()  # the torch profiler did not run
+
+
+def test_host_profile_with_too_few_updates_is_a_clear_error(data, tmp_path):
+    proc = run(profile_cmd(data, tmp_path / "out", "--host", max_update=3))
+    assert proc.returncode == 2
+    assert "stopped after 3 updates, before the 4 that --wait + --active need" in proc.stderr
+
+
 def test_missing_summary_is_a_clear_error(tmp_path, capsys):
     assert pt.main(["--compare", str(tmp_path), str(tmp_path)]) == 2
     assert "no summary.json" in capsys.readouterr().err

@@ -13,8 +13,9 @@ of the cache, and no copying when hypotheses are reordered within their sentence
 leave the batch).
 """
 
+import contextlib
 import math
-from typing import Dict, Optional, Tuple
+from typing import ContextManager, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,23 @@ from torch import Tensor, nn
 from .affine import norm_then_linear
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
+
+try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # Every backend but cuDNN's. On H100/H200 PyTorch prefers cuDNN attention, which builds an execution graph for
+    # every new (batch, target length, source length): fairseq's batches rarely repeat a shape, so each call paid the
+    # build on the host, 7 ms per forward call and more per backward (docs/training_speed.md). The memory-efficient
+    # kernel (masks) and flash (no mask) need no per-shape set-up.
+    _BACKENDS = [b for b in SDPBackend.__members__.values() if b not in (SDPBackend.CUDNN_ATTENTION, SDPBackend.ERROR)]
+
+    def sdpa_backends() -> ContextManager:
+        return sdpa_kernel(_BACKENDS)
+
+except ImportError:  # torch < 2.3 has no cuDNN attention to avoid
+
+    def sdpa_backends() -> ContextManager:
+        return contextlib.nullcontext()
 
 
 def softmax_at_least_float32(scores: Tensor) -> Tensor:
@@ -121,7 +139,8 @@ class CrossAttention(nn.Module):
             out = torch.matmul(F.dropout(probs, dropout, self.training), v)
             weights = probs.mean(dim=1).reshape(bsz, tgt_len, -1)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            with sdpa_backends():
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         if group > 1:
             out = out.view(k.size(0), self.heads, group, tgt_len, self.head_dim).transpose(1, 2)
             out = out.reshape(bsz, self.heads, tgt_len, self.head_dim)

@@ -12,6 +12,10 @@ Runs fairseq's own train CLI in this process with the fairseq-train arguments gi
 On a GPU the classes are CUDA kernels (device time); on a CPU-only machine they are the CPU ops' self time, so
 the tool (and its test) also runs without CUDA. Two summaries side by side: ``--compare DIR_A DIR_B``.
 
+``--host`` profiles the host instead: Python's ``cProfile`` over the ``--active`` updates (no torch profiler, whose
+own overhead inflates host time), written to ``host_profile.txt``: the wall time per update, then the functions by
+own time and by cumulative time, per update. It answers what the host does while the GPU waits.
+
     python -m fairseq_resmlp_tools.bench.profile_train --out prof/resmlp -- data-bin --user-dir fairseq_resmlp \\
         --arch resmlp_6 --fp16 --max-tokens 16384 --criterion label_smoothed_cross_entropy ... --no-save
     python -m fairseq_resmlp_tools.bench.profile_train --compare prof/resmlp prof/transformer
@@ -46,6 +50,7 @@ OPTIMIZER_RANGE = "profile_train::optimizer"
 STEP_RANGE = "profile_train::train_step"
 DATA_RANGE = "profile_train::data_loading"
 TRACE = "trace.json.gz"  # a real model's trace is hundreds of MB as plain JSON
+HOST_PROFILE = "host_profile.txt"
 
 # Ops that make the host wait for the device when their tensors live on it; nested ones are counted once.
 SYNC_NAMES = frozenset(
@@ -466,6 +471,112 @@ class TrainProfiler:
         self.summary = summarise(profile, top=self.top)
 
 
+class HostProfiler:
+    """cProfile over updates wait+1 .. wait+active of Trainer.train_step (each update's whole host work: the forward,
+    backward and optimizer calls it makes, and fairseq's logging inside it), plus the batch iterator between them."""
+
+    def __init__(self, wait: int, active: int) -> None:
+        import cProfile
+
+        self.wait, self.active = wait, active
+        self.profile = cProfile.Profile()
+        self.updates = 0
+        self.first_start: Optional[float] = None
+        self.wall_s: Optional[float] = None
+        self._patch: Optional[_Patch] = None
+
+    def __enter__(self) -> "HostProfiler":
+        from fairseq.trainer import Trainer
+
+        original = Trainer.train_step
+        self._patch = _Patch(Trainer, "train_step", Trainer.__dict__.get("train_step"))
+
+        def wrapper(trainer, samples, *args, **kwargs):
+            if self.updates == self.wait:
+                self.first_start = time.perf_counter()
+                self.profile.enable()
+            result = original(trainer, samples, *args, **kwargs)
+            self.updates += 1
+            if self.updates == self.wait + self.active:
+                self.profile.disable()
+                self.wall_s = time.perf_counter() - (self.first_start or 0.0)
+                raise ProfileDone()
+            return result
+
+        Trainer.train_step = wrapper
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._patch is not None:
+            setattr(self._patch.owner, self._patch.name, self._patch.original)
+            self._patch = None
+        self.profile.disable()
+
+    def report(self, top: int) -> str:
+        import io
+        import pstats
+
+        lines = [
+            f"# Host profile: {self.active} updates after {self.wait} (cProfile; times per update)",
+            "",
+            f"wall per update (profiled): {1e3 * (self.wall_s or 0.0) / self.active:.2f} ms",
+            "",
+        ]
+        for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
+            stream = io.StringIO()
+            stats = pstats.Stats(self.profile, stream=stream)
+            stats.sort_stats(key)
+            rows = []
+            for func in stats.fcn_list[:top]:  # type: ignore[attr-defined]
+                calls, _, own, cum, _ = stats.stats[func]  # type: ignore[attr-defined]
+                where = f"{Path(func[0]).name}:{func[1]}({func[2]})" if func[0] != "~" else func[2]
+                rows.append(
+                    f"| `{where}` | {calls / self.active:.1f} | {1e3 * own / self.active:.2f} | "
+                    f"{1e3 * cum / self.active:.2f} |"
+                )
+            lines += [f"## By {title}", "", "| function | calls | own ms | cumulative ms |", "|---|---:|---:|---:|"]
+            lines += rows + [""]
+        return "\n".join(lines)
+
+
+def run_host(train_args: Sequence[str], out: Path, wait: int = 5, active: int = 20, top: int = 40) -> str:
+    """cProfile ``active`` updates of fairseq-train after ``wait``; write ``host_profile.txt`` to ``out``."""
+    from fairseq_cli import train as fairseq_train
+
+    if wait < 0 or active < 1:
+        raise ProfileTrainError(f"need --wait >= 0 and --active >= 1 (got {wait}, {active})")
+    train_args = _one_process(train_args)
+    argv = sys.argv
+    sys.argv = ["fairseq-train", *train_args]
+    profiler = HostProfiler(wait, active)
+    try:
+        with profiler:
+            fairseq_train.cli_main()
+    except ProfileDone:
+        pass
+    finally:
+        sys.argv = argv
+    if profiler.updates < wait + active:
+        raise ProfileTrainError(
+            f"fairseq-train stopped after {profiler.updates} updates, before the {wait + active} that "
+            "--wait + --active need: raise --max-update/--max-epoch or lower those"
+        )
+    text = profiler.report(top)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HOST_PROFILE).write_text(text + "\n", encoding="utf-8")
+    return text
+
+
+def _one_process(train_args: Sequence[str]) -> List[str]:
+    train_args = list(train_args)
+    if "--distributed-world-size" not in train_args:
+        # Spawned workers would not carry this process's wrappers: profile one GPU's training.
+        train_args += ["--distributed-world-size", "1"]
+    elif train_args[train_args.index("--distributed-world-size") + 1] != "1":
+        raise ProfileTrainError("profile_train profiles one process: use --distributed-world-size 1")
+    return train_args
+
+
 def run(
     train_args: Sequence[str],
     out: Path,
@@ -480,12 +591,7 @@ def run(
 
     if wait < 0 or warmup < 0 or active < 1:
         raise ProfileTrainError(f"need --wait >= 0, --warmup >= 0, --active >= 1 (got {wait}, {warmup}, {active})")
-    train_args = list(train_args)
-    if "--distributed-world-size" not in train_args:
-        # Spawned workers would not carry this process's wrappers: profile one GPU's training.
-        train_args += ["--distributed-world-size", "1"]
-    elif train_args[train_args.index("--distributed-world-size") + 1] != "1":
-        raise ProfileTrainError("profile_train profiles one process: use --distributed-world-size 1")
+    train_args = _one_process(train_args)
     argv = sys.argv
     sys.argv = ["fairseq-train", *train_args]
     profiler = TrainProfiler(out, wait, warmup, active, with_stack, top)
@@ -617,6 +723,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--active", type=int, default=5, help="recorded updates (default %(default)s)")
     p.add_argument("--top", type=int, default=20, help="kernels listed (default %(default)s)")
     p.add_argument("--with-stack", action="store_true", help="record Python stacks: synchronisations by source line")
+    p.add_argument(
+        "--host",
+        action="store_true",
+        help=f"profile the host with cProfile instead (writes {HOST_PROFILE}; --warmup is not used)",
+    )
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="print two summaries side by side")
     p.add_argument("--labels", nargs=2, default=None, metavar=("A", "B"), help="column names for --compare")
     args = p.parse_args(argv)
@@ -627,6 +738,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.out is None or not train_args:
             p.error("give --out DIR and the fairseq-train arguments after --")
+        if args.host:
+            print(run_host(train_args, args.out, args.wait, args.active, max(args.top, 40)))
+            print(f"written: {args.out / HOST_PROFILE}")
+            return 0
         summary = run(train_args, args.out, args.wait, args.warmup, args.active, args.with_stack, args.top)
     except ProfileTrainError as e:
         print(f"profile_train: error: {e}", file=sys.stderr)
