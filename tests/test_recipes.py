@@ -126,7 +126,7 @@ def test_small_dry_run_gives_both_architectures_the_same_recipe(toy_data, tmp_pa
     same = lambda cmd: [c for c in cmd if c not in ("resmlp_small", "transformer_iwslt_de_en") and "/" not in c]  # noqa: E731
     assert same(train_r) == same(train_t)
     assert option(train_r, "--stop-time-hours") == "0.1" and "--cpu" in train_r and "--fp16" not in train_r
-    assert option(train_r, "--optimizer") == "adam" and option(train_r, "--lr") == "0.001"
+    assert option(train_r, "--optimizer") == "fused_adam" and option(train_r, "--lr") == "0.001"
     assert option(train_r, "--user-dir") == str(user_dir())
     evaluate = commands["resmlp_small"][2]
     assert option(evaluate, "--split") == "test" and option(evaluate, "--beam") == "4"
@@ -153,6 +153,29 @@ def test_small_passes_extra_fairseq_options_last(toy_data, tmp_path, capsys):
         capsys,
     )
     assert cmds[0][-4:] == ["--lr", "0.0005", "--max-update", "7"] and option(cmds[0], "--lr") == "0.0005"
+
+
+def test_small_recipe_on_a_gpu_trains_fp16_with_fused_adam(toy_data, tmp_path):
+    # fused_adam keeps fp32 masters itself, so the recipe skips FP16Optimizer with --memory-efficient-fp16.
+    args = train_small.build_parser().parse_args(["--arch", "resmlp_small", "--data", str(toy_data)])
+    args.save_dir = tmp_path
+    cmd = train_small.train_command(args, "src", "tgt", use_gpu=True)
+    assert option(cmd, "--optimizer") == "fused_adam"
+    assert "--fp16" in cmd and "--memory-efficient-fp16" in cmd and option(cmd, "--distributed-world-size") == "1"
+    assert "--memory-efficient-fp16" not in train_small.train_command(args, "src", "tgt", use_gpu=False)
+
+
+def test_device_args():
+    from fairseq_resmlp_tools.recipes.fairseq_args import device_args
+
+    assert device_args(0) == device_args(0, memory_efficient=True) == ["--cpu"]
+    assert device_args(2) == ["--fp16", "--distributed-world-size", "2"]
+    assert device_args(1, memory_efficient=True) == [
+        "--fp16",
+        "--memory-efficient-fp16",
+        "--distributed-world-size",
+        "1",
+    ]
 
 
 def test_a_second_run_in_the_same_directory_is_refused(toy_data, tmp_path, capsys):

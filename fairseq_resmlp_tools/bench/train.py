@@ -7,6 +7,11 @@ Runs each architecture for ``--max-update`` updates (no validation, no checkpoin
 and reports the median words-per-second fairseq logs (target tokens/s; the first intervals are warm-up),
 the loss reached, and the ratio to the last architecture listed (the baseline). This is the one measure of
 training speed: it times exactly what users run.
+
+``--optimizer fused_adam`` times the plugin's optimizer (with ``--fp16`` it adds ``--memory-efficient-fp16``, the
+path that skips FP16Optimizer); ``--no-cudnn-attention`` runs fairseq-train with PyTorch's cuDNN attention backend
+off for the whole process, so that fairseq's Transformer gets the backend choice the plugin's cross-attention
+makes itself (docs/training_speed.md: on H100 cuDNN attention re-plans every new batch shape on the host).
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from fairseq_resmlp_tools.recipes import fairseq_args
 
 def train_command(data: Path, arch: str, a: argparse.Namespace) -> list:
     """The fairseq-train command timed for ``arch``: the recipes' optimizer and criterion, nothing saved."""
+    cmd = fairseq_args.train_command(data, arch)
+    if a.no_cudnn_attention:
+        cmd[:1] = [sys.executable, "-m", "fairseq_resmlp_tools.bench.train_no_cudnn_attention"]
     cmd = [
-        *fairseq_args.train_command(data, arch),
-        *fairseq_args.adam_inverse_sqrt(5e-4, 100),
+        *cmd,
+        *fairseq_args.adam_inverse_sqrt(5e-4, 100, optimizer=a.optimizer),
         "--dropout",
         "0.1",
         *fairseq_args.label_smoothing(0.1),
@@ -45,9 +53,11 @@ def train_command(data: Path, arch: str, a: argparse.Namespace) -> list:
         "--num-workers",
         "2",
         "--skip-invalid-size-inputs-valid-test",
+        "--update-freq",
+        str(a.update_freq),
     ]
     if a.fp16:
-        cmd.append("--fp16")
+        cmd += ["--fp16", "--memory-efficient-fp16"] if a.optimizer == "fused_adam" else ["--fp16"]
     if a.cpu:
         cmd.append("--cpu")
     return cmd
@@ -85,15 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-update", type=int, default=300)
     p.add_argument("--max-tokens", type=int, default=16384)
     p.add_argument("--log-interval", type=int, default=20)
+    p.add_argument("--update-freq", type=int, default=1, help="batches per update (default %(default)s)")
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--cpu", action="store_true")
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "fused_adam"),
+        default="adam",
+        help="fairseq's adam (default) or the plugin's fused_adam (with --fp16: --memory-efficient-fp16)",
+    )
+    p.add_argument(
+        "--no-cudnn-attention",
+        action="store_true",
+        help="fairseq-train with PyTorch's cuDNN attention backend off (for fairseq's Transformer on H100/H200)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/train-speed"))
     return p
 
 
 @console_script
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    if a.update_freq < 1:
+        p.error(f"--update-freq must be >= 1, got {a.update_freq}")
     if not a.data.is_dir():
         raise ToolError(f"data directory {a.data} does not exist")
     a.out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = {arch: train_once(a.data, arch, a, a.out / f"{arch}.log") for arch in archs}
     base = results[archs[-1]]
     lines = [
-        f"fairseq-train, {a.max_update} updates, --max-tokens {a.max_tokens}, fp16={a.fp16}",
+        f"fairseq-train, {a.max_update} updates, --max-tokens {a.max_tokens}, --update-freq {a.update_freq}, "
+        f"fp16={a.fp16}, --optimizer {a.optimizer}, cuDNN attention {'off' if a.no_cudnn_attention else 'default'}",
         f"{'arch':<26}{'target tok/s':>14}{'updates/s':>11}{'last loss':>11}{'vs baseline':>13}",
     ]
     for arch, r in results.items():

@@ -42,7 +42,9 @@ ARCHS = ("resmlp_small", "transformer_iwslt_de_en", "resmlp_mini", "resmlp_tiny"
 def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -> List[str]:
     cmd = [
         *fairseq_args.train_command(args.data / "data-bin", args.arch, src, tgt),
-        *fairseq_args.adam_inverse_sqrt(args.lr, args.warmup, warmup_init_lr=1e-07),
+        *fairseq_args.adam_inverse_sqrt(
+            args.lr, args.warmup, warmup_init_lr=1e-07, optimizer=fairseq_args.RECIPE_OPTIMIZER
+        ),
         "--clip-norm",
         "0.0",
         "--weight-decay",
@@ -76,7 +78,7 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -
         cmd += ["--dropout", str(args.dropout)]
     if args.valid_bleu:
         cmd += fairseq_args.valid_bleu_args()
-    cmd += fairseq_args.device_args(1 if use_gpu else 0)
+    cmd += fairseq_args.device_args(1 if use_gpu else 0, memory_efficient=True)
     return cmd + list(args.fairseq_args)
 
 
