@@ -78,3 +78,15 @@ def test_benchmark_train_runs_fairseq_train_without_cudnn_attention(tmp_path):
     assert "--update-freq 2, fp16=False, --optimizer fused_adam, cuDNN attention off" in proc.stdout
     result = json.loads((tmp_path / "out" / "train_speed.json").read_text())["resmlp_tiny"]
     assert result["updates"] == 6 and result["wps"] > 0
+
+
+def test_flops_per_target_token_bounds_and_unknown_architecture():
+    from fairseq_resmlp_tools.bench.flops import main, train_flops_per_target_token
+
+    vocab, dim = 200, 32  # resmlp_tiny: 32 channels; about 100k parameters with 200 words
+    flops = train_flops_per_target_token("resmlp_tiny", vocab, 10, 12, 2, "cpu", False)
+    # At least the output projection's forward and backward (2 + 4 FLOPs per weight and token); below 6 FLOPs per
+    # parameter and token (its 128-position mixing matrices are mostly unused at 10 and 12 positions).
+    assert 6 * dim * vocab <= flops <= 6 * 100_000
+    with pytest.raises(SystemExit):
+        main(["--archs", "nope", "--device", "cpu"])

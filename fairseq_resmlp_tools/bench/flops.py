@@ -16,9 +16,14 @@ import torch
 def train_flops_per_target_token(
     arch: str, vocab: int, src_len: int, tgt_len: int, batch: int, device: str, fp16: bool
 ) -> float:
+    from fairseq.models import ARCH_CONFIG_REGISTRY
     from torch.utils.flop_counter import FlopCounterMode
 
+    import fairseq_resmlp  # noqa: F401  (registers the resmlp architectures)
     from fairseq_resmlp_tools.bench.decode import Config, build, make_dictionary
+
+    if arch not in ARCH_CONFIG_REGISTRY:
+        raise ValueError(f"--archs: {arch} is not a registered fairseq architecture")
 
     dictionary = make_dictionary(vocab)
     cfg = Config(
@@ -74,7 +79,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     result: Dict[str, object] = {"peak_flops": matmul_peak(a.device, a.fp16)}
     for arch in a.archs.split(","):
-        result[arch] = train_flops_per_target_token(arch, a.vocab, a.src_len, a.tgt_len, a.batch, a.device, a.fp16)
+        try:
+            result[arch] = train_flops_per_target_token(arch, a.vocab, a.src_len, a.tgt_len, a.batch, a.device, a.fp16)
+        except ValueError as e:
+            p.error(str(e))
     print(json.dumps(result))
     return 0
 
