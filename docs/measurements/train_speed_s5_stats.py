@@ -1,7 +1,10 @@
-import json, statistics, sys
+import json
+import statistics
+import sys
+
 name, path = sys.argv[1], sys.argv[2]
 lines = open(path).read().splitlines()
-inner = [json.loads(l.split("| train_inner |", 1)[1]) for l in lines if "| train_inner |" in l]
+inner = [json.loads(line.split("| train_inner |", 1)[1]) for line in lines if "| train_inner |" in line]
 s = inner[3:] or inner
 wps = statistics.median(float(x["wps"]) for x in s) if s else 0
 ups = statistics.median(float(x["ups"]) for x in s) if s else 0

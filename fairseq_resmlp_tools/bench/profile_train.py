@@ -83,7 +83,8 @@ _ELEMENTWISE_OPS = (
 _RULES: Tuple[Tuple[str, "re.Pattern[str]"], ...] = tuple(
     (name, re.compile(pattern, re.IGNORECASE))
     for name, pattern in (
-        ("optimizer", r"multi_tensor|_foreach_|fused_?adam|adam_|\blamb|adagrad|optimizer\.step"),
+        # Not a bare "lamb": templated kernel names are full of "{lambda()#1}" (GELU, bias-gradient reductions).
+        ("optimizer", r"multi_tensor|_foreach_|fused_?adam|adam_|\blamb\b|lamb_|adagrad|optimizer\.step"),
         ("communication", r"nccl|c10d::|gloo|all_?reduce|all_?gather|reduce_?scatter|broadcast_|alltoall"),
         (
             "GEMM",
@@ -318,12 +319,21 @@ def profile_from_events(events, device: str, data_loading_s: Sequence[float]) ->
             if e.self_cpu_time_total > 0
         ]
     else:
-        launcher = {e.id: e for e in ops if getattr(e, "linked_correlation_id", 0) == 0}
+        # A kernel names the op that launched it by that op's correlation id. Should two ops share an id, take the
+        # last one that started before the kernel did (a kernel never runs before its launch), else the first.
+        launchers: Dict[int, List[Any]] = {}
+        for e in ops:
+            if getattr(e, "linked_correlation_id", 0) == 0:
+                launchers.setdefault(e.id, []).append(e)
+        for same_id in launchers.values():
+            same_id.sort(key=lambda op: op.time_range.start)
         kernels = []
         for e in events:
             if e.device_type == DeviceType.CPU or not _is_device_work(e):
                 continue
-            op = launcher.get(getattr(e, "linked_correlation_id", -1))
+            candidates = launchers.get(getattr(e, "linked_correlation_id", -1), [])
+            started = [op for op in candidates if op.time_range.start <= e.time_range.start]
+            op = started[-1] if started else (candidates[0] if candidates else None)
             context = (op.name, *_ancestors(op)) if op is not None else ()
             kernels.append(Kernel(e.name, e.time_range.start, e.time_range.elapsed_us(), context))
     return Profile(device, kernels, sorted(steps), host_op_intervals, syncs, list(data_loading_s))
