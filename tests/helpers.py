@@ -153,3 +153,37 @@ def tiny_train_args(data, lr: str, user_dir=None) -> list:
         "--lr",
         lr,
     ]
+
+
+def per_update_log_args(save, max_update: int) -> list:
+    """fairseq-train options of the tests that compare logs update by update: small batches of every sentence
+    (seed 3), a JSON record per update, on the CPU without data-loading workers."""
+    return [
+        "--max-tokens",
+        "400",
+        "--max-update",
+        str(max_update),
+        "--seed",
+        "3",
+        "--required-batch-size-multiple",
+        "1",
+        "--no-progress-bar",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "1",
+        "--save-dir",
+        str(save),
+        "--cpu",
+        "--num-workers",
+        "0",
+    ]
+
+
+def json_records(output: str, tags=("train_inner",)) -> list:
+    """The JSON records of fairseq's log lines tagged ``| tag |`` (in order)."""
+    import json
+
+    return [
+        json.loads(line[line.index("{") :]) for line in output.splitlines() if any(f"| {tag} |" in line for tag in tags)
+    ]

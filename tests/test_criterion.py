@@ -17,7 +17,15 @@ import torch
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion, label_smoothed_nll_loss
 from fairseq.models.transformer import TransformerModel
 from fairseq.models.transformer.transformer_legacy import tiny_architecture
-from helpers import TinyTask, build_model, make_dictionary, random_tokens, tiny_train_args
+from helpers import (
+    TinyTask,
+    build_model,
+    json_records,
+    make_dictionary,
+    per_update_log_args,
+    random_tokens,
+    tiny_train_args,
+)
 
 from fairseq_resmlp.criterions import (
     ChunkedCriterionError,
@@ -280,25 +288,8 @@ def train_log(data: Path, save: Path, criterion: str) -> list:
         "--label-smoothing",
         "0.1",
         "--report-accuracy",
-        "--max-tokens",
-        "400",
-        "--max-update",
-        "8",
-        "--seed",
-        "3",
-        "--required-batch-size-multiple",
-        "1",
-        "--no-progress-bar",
-        "--log-format",
-        "json",
-        "--log-interval",
-        "1",
-        "--save-dir",
-        str(save),
+        *per_update_log_args(save, 8),
         "--no-save",
-        "--cpu",
-        "--num-workers",
-        "0",
         "--validate-interval-updates",
         "4",
     ]
@@ -306,11 +297,7 @@ def train_log(data: Path, save: Path, criterion: str) -> list:
         cmd += ["--loss-chunk-size", "37"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = []
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if "| train_inner |" in line or "| valid |" in line:
-            records.append(json.loads(line[line.index("{") :]))
-    return records
+    return json_records(proc.stdout + proc.stderr, ("train_inner", "valid"))
 
 
 def test_fairseq_train_logs_the_same_losses(tmp_path):

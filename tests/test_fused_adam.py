@@ -4,7 +4,6 @@ fairseq-train runs (fp32 and ``--fp16 --memory-efficient-fp16``, resumed from a 
 
 import argparse
 import copy
-import json
 import logging
 import os
 import subprocess
@@ -15,10 +14,11 @@ import pytest
 import torch
 from fairseq import utils as fairseq_utils
 from fairseq.optim.adam import Adam as FairseqAdamImpl
-from helpers import tiny_train_args
+from helpers import json_records, per_update_log_args, tiny_train_args
 
 from fairseq_resmlp.optim import FairseqFusedAdam, MasterWeightAdamW
 from fairseq_resmlp.optim.fused_adam import _betas
+from fairseq_resmlp_tools.recipes.fairseq_args import label_smoothing
 
 ROOT = Path(__file__).resolve().parent.parent
 HP = dict(lr=1e-2, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01)
@@ -254,41 +254,17 @@ def train(data: Path, save: Path, optimizer: list, max_update: int, extra=()) ->
         "0.01",
         "--clip-norm",
         "0.5",
-        "--criterion",
-        "label_smoothed_cross_entropy",
-        "--label-smoothing",
-        "0.1",
-        "--max-tokens",
-        "400",
-        "--max-update",
-        str(max_update),
-        "--seed",
-        "3",
-        "--required-batch-size-multiple",
-        "1",
-        "--no-progress-bar",
-        "--log-format",
-        "json",
-        "--log-interval",
-        "1",
-        "--save-dir",
-        str(save),
+        *label_smoothing(0.1),
+        *per_update_log_args(save, max_update),
         "--save-interval-updates",
         "4",
         "--no-epoch-checkpoints",
-        "--cpu",
-        "--num-workers",
-        "0",
         "--disable-validation",
         *extra,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [
-        json.loads(line[line.index("{") :])
-        for line in (proc.stdout + proc.stderr).splitlines()
-        if "| train_inner |" in line
-    ]
+    return json_records(proc.stdout + proc.stderr)
 
 
 @pytest.fixture(scope="module")

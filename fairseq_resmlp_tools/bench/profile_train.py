@@ -551,21 +551,11 @@ class HostProfiler:
 
 def run_host(train_args: Sequence[str], out: Path, wait: int = 5, active: int = 20, top: int = 40) -> str:
     """cProfile ``active`` updates of fairseq-train after ``wait``; write ``host_profile.txt`` to ``out``."""
-    from fairseq_cli import train as fairseq_train
-
     if wait < 0 or active < 1:
         raise ProfileTrainError(f"need --wait >= 0 and --active >= 1 (got {wait}, {active})")
     train_args = _one_process(train_args)
-    argv = sys.argv
-    sys.argv = ["fairseq-train", *train_args]
     profiler = HostProfiler(wait, active)
-    try:
-        with profiler:
-            fairseq_train.cli_main()
-    except ProfileDone:
-        pass
-    finally:
-        sys.argv = argv
+    _train_until_done(train_args, profiler)
     if profiler.updates < wait + active:
         raise ProfileTrainError(
             f"fairseq-train stopped after {profiler.updates} updates, before the {wait + active} that "
@@ -575,6 +565,21 @@ def run_host(train_args: Sequence[str], out: Path, wait: int = 5, active: int = 
     out.mkdir(parents=True, exist_ok=True)
     (out / HOST_PROFILE).write_text(text + "\n", encoding="utf-8")
     return text
+
+
+def _train_until_done(train_args: Sequence[str], profiler: Any) -> None:
+    """fairseq's own training entry point in this process, inside ``profiler``, until it raises ProfileDone."""
+    from fairseq_cli import train as fairseq_train
+
+    argv = sys.argv
+    sys.argv = ["fairseq-train", *train_args]
+    try:
+        with profiler:
+            fairseq_train.cli_main()
+    except ProfileDone:
+        pass
+    finally:
+        sys.argv = argv
 
 
 def _one_process(train_args: Sequence[str]) -> List[str]:
@@ -597,21 +602,11 @@ def run(
     top: int = 20,
 ) -> Dict[str, Any]:
     """Profile fairseq-train with ``train_args``; write summary.md, summary.json and the trace to ``out``."""
-    from fairseq_cli import train as fairseq_train
-
     if wait < 0 or warmup < 0 or active < 1:
         raise ProfileTrainError(f"need --wait >= 0, --warmup >= 0, --active >= 1 (got {wait}, {warmup}, {active})")
     train_args = _one_process(train_args)
-    argv = sys.argv
-    sys.argv = ["fairseq-train", *train_args]
     profiler = TrainProfiler(out, wait, warmup, active, with_stack, top)
-    try:
-        with profiler:
-            fairseq_train.cli_main()
-    except ProfileDone:
-        pass
-    finally:
-        sys.argv = argv
+    _train_until_done(train_args, profiler)
     if profiler.updates < wait + warmup + active or profiler.summary is None:
         raise ProfileTrainError(
             f"fairseq-train stopped after {profiler.updates} updates, before the {wait + warmup + active} that "
