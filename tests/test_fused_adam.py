@@ -56,12 +56,12 @@ def test_update_equals_torch_adamw_and_fairseq_adam():
         assert (x - start).abs().min() > 1e-5  # every weight moved
 
 
-@pytest.mark.parametrize("scale", [4.0, torch.tensor(4.0, dtype=torch.float64)])
+@pytest.mark.parametrize("scale", [4.0, 2.0, torch.tensor(4.0, dtype=torch.float64)])
 def test_step_scale_divides_the_gradients(scale):
     scaled, plain = params(), params()
     a, b = MasterWeightAdamW(scaled, **HP), MasterWeightAdamW(plain, **HP)
     for step in range(5):
-        for p, g in zip(scaled, grads_for(scaled, step, 4.0)):
+        for p, g in zip(scaled, grads_for(scaled, step, float(scale))):
             p.grad = g
         for p, g in zip(plain, grads_for(plain, step)):
             p.grad = g
@@ -92,6 +92,23 @@ def test_half_parameters_get_fp32_masters(half):
         )  # the weights are the rounded masters
     # Small updates accumulate in the master even where the half weight cannot show them.
     assert any(not torch.equal(a.state[h]["master"].to(half).float(), a.state[h]["master"]) for h in model)
+
+
+def test_fp32_gradient_buffers_are_reused_across_updates():
+    model = [p.detach().half().requires_grad_() for p in params(torch.float32)]
+    opt = MasterWeightAdamW(model, **HP)
+    pointers = []
+    for step in range(3):
+        for p, g in zip(model, grads_for(model, step)):
+            p.grad = g.half()
+        opt.step()
+        pointers.append([opt.state[p]["grad32"].data_ptr() for p in model])
+    assert pointers[0] == pointers[1] == pointers[2]
+
+
+def test_defaults_are_fairseq_adams_and_zero_is_allowed():
+    assert MasterWeightAdamW(params()).defaults == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    MasterWeightAdamW(params(), lr=0.0, eps=0.0, weight_decay=0.0)  # a zero learning rate (warm-up) is legitimate
 
 
 def test_state_dict_round_trip_keeps_fp32_state_and_resumes_exactly():
@@ -172,6 +189,18 @@ def test_clip_grad_norm_equals_fairseq(max_norm):
         assert abs(float(clipped) - 0.5) < 1e-5
 
 
+def test_clipping_tiny_gradients_matches_fairseq_exactly():
+    # fairseq divides by (norm + 1e-6): visible when the norm itself is of that order.
+    ours, theirs = params(torch.float32), params(torch.float32)
+    for ps in (ours, theirs):
+        for p, g in zip(ps, grads_for(ps, 0, 1e-6)):
+            p.grad = g.float()
+    fairseq_optimizer(ours).clip_grad_norm(1e-6)
+    fairseq_utils.clip_grad_norm_(theirs, 1e-6)
+    for x, y in zip(ours, theirs):
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-6, atol=0)
+
+
 def test_clip_grad_norm_of_fp16_gradients_is_fp32_without_overflow():
     # A loss-scaled fp16 gradient whose norm is beyond fp16's range (65504): fairseq measures it in fp32.
     ps = [torch.zeros(4, dtype=torch.float16, requires_grad=True) for _ in range(3)]
@@ -231,11 +260,22 @@ def test_fp16_optimizer_flat_buffer_gets_a_hint(caplog):
     flat.grad = torch.zeros(10)
     with caplog.at_level(logging.INFO, logger="fairseq_resmlp.optim.fused_adam"):
         fairseq_optimizer([flat])
-    assert "add --memory-efficient-fp16 (or --memory-efficient-bf16)" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="fairseq_resmlp.optim.fused_adam"):
-        fairseq_optimizer(params())
-    assert caplog.text == ""
+    assert (
+        "fused_adam: running inside fairseq's FP16Optimizer (one flat fp32 parameter); add --memory-efficient-fp16 "
+        "(or --memory-efficient-bf16) to skip its per-parameter copies" in caplog.text
+    )
+    # Not for a model's own parameters, with or without gradients, whatever their shapes.
+    single_matrix = torch.nn.Parameter(torch.zeros(3, 4))
+    single_matrix.grad = torch.zeros(3, 4)
+    vectors_first = [torch.nn.Parameter(torch.zeros(10)), torch.nn.Parameter(torch.zeros(2, 2))]
+    with_grads = params(torch.float32)
+    for p in [*vectors_first, *with_grads]:
+        p.grad = torch.zeros_like(p)
+    for model in (params(), with_grads, [single_matrix], vectors_first):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fairseq_resmlp.optim.fused_adam"):
+            fairseq_optimizer(model)
+        assert caplog.text == ""
 
 
 # fairseq-train
