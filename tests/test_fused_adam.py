@@ -15,6 +15,7 @@ import torch
 from fairseq import utils as fairseq_utils
 from fairseq.optim.adam import Adam as FairseqAdamImpl
 from helpers import json_records, per_update_log_args, tiny_train_args
+from omegaconf import OmegaConf
 
 from fairseq_resmlp.optim import FairseqFusedAdam, MasterWeightAdamW
 from fairseq_resmlp.optim.fused_adam import _betas
@@ -237,7 +238,14 @@ def test_optimizer_config_reads_fairseq_options():
 
 
 @pytest.mark.parametrize(
-    "value,expected", [("(0.9, 0.98)", (0.9, 0.98)), ("[0.8,0.9]", (0.8, 0.9)), ((0.5, 0.6), (0.5, 0.6))]
+    "value,expected",
+    [
+        ("(0.9, 0.98)", (0.9, 0.98)),
+        ("[0.8,0.9]", (0.8, 0.9)),
+        ((0.5, 0.6), (0.5, 0.6)),
+        ("(0.0, 0.99)", (0.0, 0.99)),  # no momentum: allowed, as in torch
+        (OmegaConf.create([0.9, 0.98]), (0.9, 0.98)),  # from a YAML config
+    ],
 )
 def test_betas_parsing(value, expected):
     assert _betas(value) == expected
