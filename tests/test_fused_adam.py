@@ -279,7 +279,8 @@ def test_fp16_optimizer_flat_buffer_gets_a_hint(caplog):
     with_grads = params(torch.float32)
     for p in [*vectors_first, *with_grads]:
         p.grad = torch.zeros_like(p)
-    for model in (params(), with_grads, [single_matrix], vectors_first):
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(10))], "lr": 1e-3}]
+    for model in (params(), with_grads, [single_matrix], vectors_first, groups):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="fairseq_resmlp.optim.fused_adam"):
             fairseq_optimizer(model)

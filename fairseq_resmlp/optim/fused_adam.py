@@ -175,7 +175,13 @@ class FairseqFusedAdam(FairseqOptimizer):
         super().__init__(cfg)
         params = list(params)
         self._optimizer = MasterWeightAdamW(params, **self.optimizer_config)
-        flat = len(params) == 1 and params[0].dtype == torch.float32 and params[0].dim() == 1
+        # (fairseq passes tensors; parameter-group dicts never come from FP16Optimizer and get no hint.)
+        flat = (
+            len(params) == 1
+            and torch.is_tensor(params[0])
+            and params[0].dtype == torch.float32
+            and params[0].dim() == 1
+        )
         if flat and getattr(params[0], "grad", None) is not None:
             # FP16Optimizer's flat fp32 buffer: correct, but its per-parameter copies are what this optimizer avoids.
             logger.info(
