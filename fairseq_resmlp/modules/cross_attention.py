@@ -38,7 +38,7 @@ try:
     def sdpa_backends() -> ContextManager:
         return sdpa_kernel(_BACKENDS)
 
-except ImportError:  # torch < 2.3 has no cuDNN attention to avoid
+except (ImportError, AttributeError):  # torch < 2.3 has no cuDNN attention (nor sdpa_kernel) to avoid
 
     def sdpa_backends() -> ContextManager:
         return contextlib.nullcontext()
