@@ -268,3 +268,50 @@ def test_cross_attention_per_sentence_cache_in_beam_search():
     other = {}
     attn(query[:1], torch.randn(6, sentences * beam, 16), pad, incremental_state=other)
     assert next(v for v in other.values() if "k" in v)["k"].size(0) == sentences * beam
+
+
+# Written against mutants that survived the first whole-module run of token_mixing.py (docs/testing.md).
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_toeplitz_identity_init_is_exactly_the_identity(causal):
+    # The Toeplitz vector is taken from the first row and column of an initial full matrix, at the right offsets.
+    mix = TokenMixing(8, causal=causal, init="identity", matrix="toeplitz")
+    a = mix.matrix(6)
+    assert torch.equal(a.tril() if causal else a, torch.eye(6))
+
+
+@pytest.mark.parametrize("matrix", ["toeplitz", "full_plus_toeplitz"])
+def test_toeplitz_offsets_are_not_saved(matrix):
+    # A derived index table: checkpoints hold the parameters only.
+    keys = set(TokenMixing(8, causal=False, matrix=matrix).state_dict())
+    assert keys == ({"relative", "bias"} if matrix == "toeplitz" else {"weight", "relative", "bias"})
+
+
+def test_token_mixing_dropout_uses_its_rate(monkeypatch):
+    import fairseq_resmlp.modules.token_mixing as token_mixing
+
+    rates = []
+    real = token_mixing.F.dropout
+
+    def spy(w, p=0.5, *args, **kwargs):
+        rates.append(p)
+        return real(w, p, *args, **kwargs)
+
+    monkeypatch.setattr(token_mixing.F, "dropout", spy)
+    TokenMixing(8, causal=False, dropout=0.1).train()(torch.ones(8, 1, 2))
+    assert rates == [0.1]
+
+
+def test_token_mixing_length_limits_are_exact_and_named():
+    mix = TokenMixing(4, causal=True).eval()
+    assert mix(torch.ones(4, 1, 2)).shape == (4, 1, 2)  # exactly max_positions: allowed
+    with pytest.raises(
+        ValueError, match=r"sequence of 5 positions is longer than the token-mixing matrix \(4\); raise"
+    ):
+        mix(torch.ones(5, 1, 2))
+    state = {}
+    for _ in range(4):  # steps 0..3 fill the matrix
+        mix(torch.ones(1, 1, 2), incremental_state=state)
+    with pytest.raises(ValueError, match=r"decoding step 4 is beyond the token-mixing matrix \(4 positions\)"):
+        mix(torch.ones(1, 1, 2), incremental_state=state)
