@@ -165,6 +165,20 @@ def test_small_recipe_on_a_gpu_trains_fp16_with_fused_adam(toy_data, tmp_path):
     assert "--memory-efficient-fp16" not in train_small.train_command(args, "src", "tgt", use_gpu=False)
 
 
+def test_small_recipe_on_a_gpu_trains_without_cudnn_attention_unless_asked(toy_data, tmp_path):
+    # Equal time must mean equal time: cuDNN attention re-plans every batch shape of fairseq's Transformer.
+    parse = train_small.build_parser().parse_args
+    args = parse(["--arch", "transformer_iwslt_de_en", "--data", str(toy_data), "--", "--max-update", "3"])
+    args.save_dir = tmp_path
+    gpu = train_small.train_command(args, "src", "tgt", use_gpu=True)
+    assert gpu[:3] == [sys.executable, "-m", "fairseq_resmlp_tools.bench.train_no_cudnn_attention"]
+    assert gpu[3] == str(toy_data / "data-bin") and gpu[-2:] == ["--max-update", "3"]
+    assert Path(train_small.train_command(args, "src", "tgt", use_gpu=False)[0]).name == "fairseq-train"
+    args.cudnn_attention = True
+    kept = train_small.train_command(args, "src", "tgt", use_gpu=True)
+    assert Path(kept[0]).name == "fairseq-train" and kept[1:] == gpu[3:]
+
+
 def test_device_args():
     from fairseq_resmlp_tools.recipes.fairseq_args import device_args
 

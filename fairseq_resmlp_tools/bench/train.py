@@ -34,7 +34,7 @@ def train_command(data: Path, arch: str, a: argparse.Namespace) -> list:
     """The fairseq-train command timed for ``arch``: the recipes' optimizer and criterion, nothing saved."""
     cmd = fairseq_args.train_command(data, arch)
     if a.no_cudnn_attention:
-        cmd[:1] = [sys.executable, "-m", "fairseq_resmlp_tools.bench.train_no_cudnn_attention"]
+        cmd = fairseq_args.without_cudnn_attention(cmd)
     cmd = [
         *cmd,
         *fairseq_args.adam_inverse_sqrt(5e-4, 100, optimizer=a.optimizer),

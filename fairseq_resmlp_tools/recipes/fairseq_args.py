@@ -24,6 +24,18 @@ def train_command(data_bin: Path, arch: str, src: Optional[str] = None, tgt: Opt
     return cmd + ["--arch", arch, "--share-all-embeddings"]
 
 
+# fairseq-train with PyTorch's cuDNN attention backend off (fairseq_resmlp_tools/bench/train_no_cudnn_attention.py).
+NO_CUDNN_ATTENTION_MODULE = "fairseq_resmlp_tools.bench.train_no_cudnn_attention"
+
+
+def without_cudnn_attention(cmd: List[str]) -> List[str]:
+    """``cmd`` (a fairseq-train command) run with cuDNN attention off. On H100/H200 PyTorch prefers cuDNN attention
+    for fairseq's MultiheadAttention and plans every new batch shape on the host: fairseq's Transformer then trains
+    several times slower than with the other attention kernels. The plugin's own cross-attention avoids cuDNN
+    anyway, so this changes only the speed of models built from fairseq's attention, never their results."""
+    return [sys.executable, "-m", NO_CUDNN_ATTENTION_MODULE, *cmd[1:]]
+
+
 # The small-data recipe's optimizer: fairseq's Adam update as multi-tensor kernels (fairseq_resmlp/optim/fused_adam.py).
 # It needs --memory-efficient-fp16 with --fp16 (device_args(memory_efficient=True)) to be faster.
 RECIPE_OPTIMIZER = "fused_adam"

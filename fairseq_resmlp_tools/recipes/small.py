@@ -13,7 +13,9 @@ Both architectures get the same training recipe, so that equal time means an equ
 (0.9, 0.98), lr 1e-3 with 1000 warm-up updates then inverse square root decay, label smoothing 0.1,
 the architecture's dropout (0.3 for resmlp_small; fairseq's transformer_iwslt_de_en defaults to 0.1, its
 IWSLT example passes --dropout 0.3: give ``--dropout`` to compare at equal dropout), weight decay 1e-4, 4096 tokens per batch, shared embeddings
-(joint SentencePiece dictionary), fp16 on a GPU. ``--lr``/``--warmup``/``--dropout`` override it.
+(joint SentencePiece dictionary), fp16 on a GPU. ``--lr``/``--warmup``/``--dropout`` override it. On a GPU
+fairseq-train runs with PyTorch's cuDNN attention off (``--cudnn-attention`` keeps it): on H100/H200 it re-plans every
+new batch shape on the host and slows fairseq's Transformer several-fold, which would make equal time unequal.
 
 The time budget is fairseq's ``--stop-time-hours``: cumulative training time including validation and
 checkpoint saving (it survives restarts), not counting start-up, averaging and the final evaluation.
@@ -79,6 +81,8 @@ def train_command(args: argparse.Namespace, src: str, tgt: str, use_gpu: bool) -
     if args.valid_bleu:
         cmd += fairseq_args.valid_bleu_args()
     cmd += fairseq_args.device_args(1 if use_gpu else 0, memory_efficient=True)
+    if use_gpu and not args.cudnn_attention:
+        cmd = fairseq_args.without_cudnn_attention(cmd)
     return cmd + list(args.fairseq_args)
 
 
@@ -169,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per batch when evaluating (default %(default)s; lower it when many runs share one GPU)",
     )
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    p.add_argument(
+        "--cudnn-attention",
+        action="store_true",
+        help="let PyTorch choose cuDNN attention for fairseq's Transformer on the GPU (default: off, because it plans "
+        "every new batch shape on the host and makes the Transformer train several times slower on H100/H200; "
+        "the results are the same either way)",
+    )
     steps.add_recipe_args(p, log_interval=50)
     return p
 
