@@ -97,8 +97,10 @@ def test_config_errors(text, message):
 
 
 def test_compare_end_to_end_on_the_cpu(tmp_path):
-    """Two configurations x two seeds train at once; the choice is made on validation, both finals are tested once
-    per seed with a paired bootstrap against the baseline, and the table, JSON and PNG are written."""
+    """Two configurations x two seeds train at once; the choice is made on validation (configuration and length
+    penalty), first with --validation-only (no test score exists afterwards), then resumed without it: nothing
+    trains or is decoded again, both finals are tested once per seed with their length penalty and a paired
+    bootstrap against the baseline, and the table, JSON and PNG are written."""
     data = build_toy_data(tmp_path / "data", n_train=600, n_valid=12, n_test=11)
     short = "--max-update 12 --lr 0.005 --warmup-updates 4 --num-workers 0 --max-tokens 1500"
     cmd = [
@@ -123,24 +125,43 @@ def test_compare_end_to_end_on_the_cpu(tmp_path):
         f"toeplitz=resmlp_tiny --token-mixing-matrix toeplitz {short}",
         "--baseline",
         "base",
+        "--lenpens",
+        "1.0",
+        "3.0",
         "--train-args",
         "--cpu",
     ]
+    out = tmp_path / "out"
+    proc = subprocess.run([*cmd[:-2], "--validation-only", *cmd[-2:]], capture_output=True, text=True, env=ENV,
+                          cwd=ROOT, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "The test split was not scored (--validation-only)" in proc.stdout
+    assert not list(out.glob("runs/*/eval/test_avg*")) and json.loads((out / "compare.json").read_text())["test"] == {}
+    scored = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/eval/valid_avg.lenpen*.json")}
+    assert len(scored) == 2 * 2 * 2  # configurations x seeds x length penalties
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    record = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/eval/valid_avg.lenpen*.json")} == scored
+    record = json.loads((out / "compare.json").read_text())
     assert record["best"] == "toeplitz" and record["finals"] == ["base", "toeplitz"]
     for name in ("base", "toeplitz"):
-        assert len(record["validation"][name]["per_seed"]) == 2
-        assert record["validation"][name]["updates_mean"] == 12
+        v = record["validation"][name]
+        assert len(v["per_seed"]) == 2 and v["updates_mean"] == 12
+        assert sorted(v["per_lenpen"]) == ["1", "3"] and v["lenpen"] in (1.0, 3.0)
+        assert v["bleu"] == v["per_lenpen"][f"{v['lenpen']:g}"]  # the chosen one is the best mean
+        assert v["bleu"]["mean"] == max(m["mean"] for m in v["per_lenpen"].values())
         assert len(record["test"][name]["per_seed"]) == 2
+        for seed in (1, 2):  # each run scored the validation split per length penalty, then the test split once
+            ev = out / "runs" / f"{name}-s{seed}" / "eval"
+            for lp in ("1", "3"):
+                result = json.loads((ev / f"valid_avg.lenpen{lp}.json").read_text())
+                assert result["split"] == "valid" and result["generation"]["lenpen"] == float(lp)
+            test = json.loads((ev / "test_avg.json").read_text())
+            assert test["split"] == "test" and test["generation"]["lenpen"] == v["lenpen"]
     assert len(record["test"]["toeplitz"]["paired_bootstrap"]) == 2
-    for seed in (1, 2):  # each run scored the validation split, then the test split
-        run = tmp_path / "out" / "runs" / f"toeplitz-s{seed}"
-        assert json.loads((run / "eval" / "valid_avg.json").read_text())["split"] == "valid"
-        assert json.loads((run / "eval" / "test_avg.json").read_text())["split"] == "test"
-    assert (tmp_path / "out" / "compare.png").stat().st_size > 0
-    assert "Best by validation: **toeplitz**" in (tmp_path / "out" / "compare.md").read_text()
+    assert (out / "compare.png").stat().st_size > 0
+    table = (out / "compare.md").read_text()
+    assert "Best by validation: **toeplitz**" in table and "| configuration | lenpen 1 | lenpen 3 |" in table
 
 
 def test_compare_names_a_failed_run_and_its_log(tmp_path):
@@ -156,3 +177,25 @@ def test_compare_names_a_failed_run_and_its_log(tmp_path):
     assert proc.returncode == 1
     assert "failed: a-s1 (log: " in proc.stderr and "a-s1.valid.log" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_choose_lenpen_takes_the_best_mean_and_the_first_of_equals():
+    assert compare.choose_lenpen({1.0: [30.0, 32.0], 1.3: [31.5, 31.0], 1.6: [29.0, 35.0]}) == 1.6
+    assert compare.choose_lenpen({1.0: [30.0, 32.0], 1.3: [32.0, 30.0]}) == 1.0
+
+
+def test_keep_lenpen_score_refuses_a_result_decoded_with_another_lenpen(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "valid_avg.json").write_text(json.dumps({"generation": {"lenpen": 1.0}}))
+    with pytest.raises(ToolError, match="decoded with --lenpen 1.0, expected 1.3"):
+        compare.keep_lenpen_score(tmp_path, "valid", 1.3)
+    compare.keep_lenpen_score(tmp_path, "valid", 1.0)
+    assert json.loads((tmp_path / "eval" / "valid_avg.lenpen1.json").read_text())["generation"]["lenpen"] == 1.0
+    with pytest.raises(ToolError, match="no readable evaluation result"):
+        compare.keep_lenpen_score(tmp_path, "test", 1.0)
+
+
+def test_repeated_lenpens_are_refused(capsys):
+    argv = ["--data", "d", "--out", "o", "--config", "a=resmlp_tiny", "--baseline", "a", "--lenpens", "1", "1"]
+    assert run_cli(compare.main, argv) == 1
+    assert "--lenpens must be distinct" in capsys.readouterr().err

@@ -15,6 +15,11 @@ mean validation BLEU (the baseline excluded) is a final candidate, with the base
 Only the final candidates are then scored on the test split, once per seed, and each is compared with the
 baseline by sacreBLEU's paired bootstrap resampling (seed i against seed i).
 
+Decoding is tuned on validation too: ``--lenpens 1.0 1.3 1.6`` scores every run's averaged checkpoint with each
+length penalty (beam search's ``--lenpen``), and every configuration is tested with the one that gave its best mean
+validation BLEU (one value per configuration, the same for its seeds; the first of equals). ``--validation-only``
+stops after the validation table (for tuning rounds: the test split is then not scored at all).
+
 Outputs in ``--out``: ``runs/NAME-sSEED/`` (each run, with its log), ``compare.json`` (every number),
 ``compare.md`` (the tables) and ``compare.png`` (validation BLEU per configuration, each seed a dot, and the
 finals' test BLEU). A re-run resumes: finished runs and scores are kept (the runs are resumable recipes).
@@ -69,8 +74,9 @@ def run_dir(out: Path, config: Config, seed: int) -> Path:
     return out / "runs" / f"{config.name}-s{seed}"
 
 
-def train_command(args: argparse.Namespace, config: Config, seed: int, split: str) -> List[str]:
-    """The resmlp-train-small command of one run, evaluating ``split`` of the averaged checkpoint."""
+def train_command(args: argparse.Namespace, config: Config, seed: int, split: str, lenpen: float = 1.0) -> List[str]:
+    """The resmlp-train-small command of one run, evaluating ``split`` of the averaged checkpoint with length
+    penalty ``lenpen`` (a re-run with another value only evaluates again: the recipe skips finished steps)."""
     return [
         *steps.tool("recipes.small"),
         "--arch",
@@ -90,6 +96,8 @@ def train_command(args: argparse.Namespace, config: Config, seed: int, split: st
         "--average-last",
         str(args.average_last),
         "--no-valid-bleu",
+        "--lenpen",
+        f"{lenpen:g}",
         *args.train_args,
         "--",
         *config.options,
@@ -115,6 +123,29 @@ def run_all(commands: Dict[str, List[str]], logs: Dict[str, Path]) -> None:
                 proc.wait()
     if failed:
         raise ToolError("failed: " + ", ".join(f"{name} (log: {logs[name]})" for name in failed))
+
+
+def lenpen_score_file(run: Path, split: str, lenpen: float) -> Path:
+    """Where the score of one length penalty is kept (the recipe's own result is overwritten by the next one)."""
+    return run / "eval" / f"{split}_avg.lenpen{lenpen:g}.json"
+
+
+def keep_lenpen_score(run: Path, split: str, lenpen: float) -> None:
+    """Copy the recipe's result for ``lenpen`` aside, after checking that it was decoded with that value."""
+    result = run / "eval" / f"{split}_avg.json"
+    try:
+        record = json.loads(result.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ToolError(f"{result}: no readable evaluation result ({e})") from None
+    used = record.get("generation", {}).get("lenpen")
+    if used is None or abs(float(used) - lenpen) > 1e-9:
+        raise ToolError(f"{result}: decoded with --lenpen {used}, expected {lenpen:g}")
+    write_text_atomic(lenpen_score_file(run, split, lenpen), result.read_text(encoding="utf-8"))
+
+
+def choose_lenpen(per_lenpen: Dict[float, List[float]]) -> float:
+    """The length penalty with the best mean validation BLEU over the seeds; the first of equals (dict order)."""
+    return max(per_lenpen, key=lambda lp: statistics.fmean(per_lenpen[lp]))
 
 
 def load_score(path: Path) -> Dict[str, Any]:
@@ -173,8 +204,8 @@ def format_tables(record: Dict[str, Any]) -> str:
         "",
         "## Validation (the choice is made here)",
         "",
-        "| configuration | seeds | valid BLEU mean | min-max | per seed | valid loss | updates |",
-        "|---|---|---:|---:|---|---:|---:|",
+        "| configuration | seeds | valid BLEU mean | min-max | per seed | lenpen | valid loss | updates |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for name, c in record["validation"].items():
         b = c["bleu"]
@@ -182,9 +213,23 @@ def format_tables(record: Dict[str, Any]) -> str:
         loss = c["valid_loss_mean"]
         lines.append(
             f"| {name}{' (baseline)' if name == record['baseline'] else ''} | {len(c['per_seed'])} | {b['mean']:.2f} "
-            f"| {b['min']:.2f}-{b['max']:.2f} | {per_seed} | {'-' if loss is None else f'{loss:.3f}'} "
+            f"| {b['min']:.2f}-{b['max']:.2f} | {per_seed} | {c['lenpen']:g} | {'-' if loss is None else f'{loss:.3f}'} "
             f"| {c['updates_mean']:.0f} |"
         )
+    if len(record["lenpens"]) > 1:
+        lines += [
+            "",
+            "Mean validation BLEU per length penalty (each configuration is tested with its best):",
+            "",
+            "| configuration | " + " | ".join(f"lenpen {lp:g}" for lp in record["lenpens"]) + " |",
+            "|---|" + "---:|" * len(record["lenpens"]),
+        ]
+        for name, c in record["validation"].items():
+            row = " | ".join(f"{c['per_lenpen'][f'{lp:g}']['mean']:.2f}" for lp in record["lenpens"])
+            lines.append(f"| {name} | {row} |")
+    if record["test_split"] is None:
+        lines += ["", f"Best by validation: **{record['best']}**. The test split was not scored (--validation-only)."]
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"Best by validation: **{record['best']}**. Final candidates: {', '.join(record['finals'])}.",
@@ -244,38 +289,74 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
     def runs(names: Sequence[str]) -> Dict[str, List[str]]:
         return {f"{n}-s{s}": [n, str(s)] for n in names for s in args.seeds}
 
-    # 1. Train every configuration x seed at once; each run scores its averaged checkpoint on validation.
-    valid_cmds = {
-        key: train_command(args, configs[n], int(s), args.valid_split) for key, (n, s) in runs(configs).items()
-    }
-    logs = {key: args.out / "runs" / f"{key}.valid.log" for key in valid_cmds}
+    # 1. Train every configuration x seed at once; each run scores its averaged checkpoint on validation, once per
+    # length penalty (the first pass trains; the later ones only decode again).
+    all_runs = runs(configs)
+    logs = {key: args.out / "runs" / f"{key}.valid.log" for key in all_runs}
+    for lenpen in args.lenpens:
+        valid_cmds = {
+            key: train_command(args, configs[n], int(s), args.valid_split, lenpen) for key, (n, s) in all_runs.items()
+        }
+        if args.dry_run:
+            for cmd in valid_cmds.values():
+                print(shlex.join(cmd))
+            continue
+        dirs = {key: run_dir(args.out, configs[n], int(s)) for key, (n, s) in all_runs.items()}
+        if all(lenpen_score_file(d, args.valid_split, lenpen).is_file() for d in dirs.values()):
+            continue  # a resumed comparison: this length penalty is scored already
+        run_all(valid_cmds, logs)
+        for d in dirs.values():
+            keep_lenpen_score(d, args.valid_split, lenpen)
     if args.dry_run:
-        for cmd in valid_cmds.values():
-            print(shlex.join(cmd))
         return {}
-    run_all(valid_cmds, logs)
 
     validation: Dict[str, Any] = {}
     for name, config in configs.items():
-        scores, summaries = [], []
+        per_lenpen: Dict[float, List[float]] = {}
+        summaries = []
         for seed in args.seeds:
             d = run_dir(args.out, config, seed)
-            scores.append(load_score(d / "eval" / f"{args.valid_split}_avg.json")["bleu"])
+            for lenpen in args.lenpens:
+                per_lenpen.setdefault(lenpen, []).append(
+                    load_score(lenpen_score_file(d, args.valid_split, lenpen))["bleu"]
+                )
             summaries.append(training_summary(d / "train.log"))
+        chosen = choose_lenpen(per_lenpen)
         losses = [s["valid_loss"] for s in summaries if s["valid_loss"] is not None]
         validation[name] = {
             "arch": config.arch,
             "options": config.options,
-            "per_seed": scores,
-            "bleu": mean_spread(scores),
+            "lenpen": chosen,
+            "per_lenpen": {f"{lp:g}": mean_spread(v) for lp, v in per_lenpen.items()},
+            "per_seed": per_lenpen[chosen],
+            "bleu": mean_spread(per_lenpen[chosen]),
             "valid_loss_mean": statistics.fmean(losses) if losses else None,
             "updates_mean": statistics.fmean(s["updates"] for s in summaries),
         }
     best = max((n for n in configs if n != args.baseline), key=lambda n: validation[n]["bleu"]["mean"])
     finals = [args.baseline, best] + [n for n in args.final if n not in (args.baseline, best)]
+    record = {
+        "title": f"{args.data.name} {src}->{tgt}: {args.minutes:g} min of concurrent training per run, "
+        f"seeds {', '.join(map(str, args.seeds))}",
+        "baseline": args.baseline,
+        "best": best,
+        "finals": [] if args.validation_only else finals,
+        "lenpens": args.lenpens,
+        "valid_split": args.valid_split,
+        "test_split": None if args.validation_only else args.test_split,
+        "validation": validation,
+        "test": {},
+        "command": sys.argv,
+    }
+    if args.validation_only:
+        return write_record(args.out, record)
 
-    # 2. The final candidates on the test split, once per seed (re-running a recipe only adds its evaluation).
-    test_cmds = {key: train_command(args, configs[n], int(s), args.test_split) for key, (n, s) in runs(finals).items()}
+    # 2. The final candidates on the test split, once per seed, each with its configuration's length penalty
+    # (re-running a recipe only adds its evaluation).
+    test_cmds = {
+        key: train_command(args, configs[n], int(s), args.test_split, validation[n]["lenpen"])
+        for key, (n, s) in runs(finals).items()
+    }
     run_all(test_cmds, {key: args.out / "runs" / f"{key}.test.log" for key in test_cmds})
     test: Dict[str, Any] = {}
     hyps: Dict[str, List[List[str]]] = {}
@@ -302,21 +383,14 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
             pbs = paired_bootstrap(references, base, system, args.bootstrap_samples)
             test[name]["paired_bootstrap"].append({"delta": s - b, **pbs})
 
-    record = {
-        "title": f"{args.data.name} {src}->{tgt}: {args.minutes:g} min of concurrent training per run, "
-        f"seeds {', '.join(map(str, args.seeds))}",
-        "baseline": args.baseline,
-        "best": best,
-        "finals": finals,
-        "valid_split": args.valid_split,
-        "test_split": args.test_split,
-        "validation": validation,
-        "test": test,
-        "command": sys.argv,
-    }
-    write_json_atomic(args.out / "compare.json", record)
-    write_text_atomic(args.out / "compare.md", format_tables(record))
-    plot(record, args.out / "compare.png")
+    record["test"] = test
+    return write_record(args.out, record)
+
+
+def write_record(out: Path, record: Dict[str, Any]) -> Dict[str, Any]:
+    write_json_atomic(out / "compare.json", record)
+    write_text_atomic(out / "compare.md", format_tables(record))
+    plot(record, out / "compare.png")
     return record
 
 
@@ -336,6 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-split", default="valid", help="the split choices are made on (default %(default)s)")
     p.add_argument("--test-split", default="test", help="the split finals are scored on (default %(default)s)")
     p.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap samples (default 1000)")
+    p.add_argument(
+        "--lenpens",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="length penalties tried on validation; each configuration is tested with its best (default 1.0)",
+    )
+    p.add_argument(
+        "--validation-only", action="store_true", help="choose on validation and stop: the test split is not scored"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the training commands and exit")
     p.add_argument(
         "--train-args",
@@ -353,6 +437,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ToolError("--minutes must be positive")
     if len(set(args.seeds)) != len(args.seeds):
         raise ToolError("--seeds must be distinct")
+    if len(set(args.lenpens)) != len(args.lenpens):
+        raise ToolError("--lenpens must be distinct")
     record = compare(args)
     if record:
         print(format_tables(record), end="")
