@@ -7,6 +7,7 @@ logs, option errors and a fairseq-train run.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,11 @@ from fairseq_resmlp.criterions import (
     ChunkedLabelSmoothedCrossEntropyCriterion,
     chunked_label_smoothed_nll_loss,
 )
+from fairseq_resmlp.criterions import chunked_label_smoothed_cross_entropy as chunked_module
+from fairseq_resmlp.criterions.chunked_label_smoothed_cross_entropy import (
+    ChunkedLabelSmoothedCrossEntropyConfig,
+    output_projection,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -54,9 +60,11 @@ def test_function_matches_fairseq_values_and_gradients(chunk_size, with_bias):
     leaves = [features, weight] + ([bias] if with_bias else [])
 
     loss, nll = stock_loss(features, weight, bias, target, 0.1, pad=None)
-    expected = torch.autograd.grad(loss * 0.7 + nll * 0.3, leaves)
+    # Output gradients whose sum is not 1 (a loss scale, as under --fp16, plus some nll): the softmax term of the
+    # gradient is scaled by their sum, the target and uniform terms by each separately.
+    expected = torch.autograd.grad(loss * 8.0 + nll * 0.5, leaves)
     loss_c, nll_c, n_correct = chunked_label_smoothed_nll_loss(features, weight, bias, target, 0.1, chunk_size)
-    got = torch.autograd.grad(loss_c * 0.7 + nll_c * 0.3, leaves)
+    got = torch.autograd.grad(loss_c * 8.0 + nll_c * 0.5, leaves)
 
     torch.testing.assert_close(loss_c, loss, **TOL)
     torch.testing.assert_close(nll_c, nll, **TOL)
@@ -83,13 +91,15 @@ def test_compiled_chunks_match_fairseq():
         torch.testing.assert_close(c, e, **TOL)
 
 
-def test_function_keeps_fp32_log_sum_exp_for_bf16_inputs():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_function_keeps_fp32_log_sum_exp_for_bf16_inputs(compiled, compile_calls):
+    # compiled: the kernels --loss-compile would compile (run eagerly by compile_calls), in half precision too.
     g = torch.Generator().manual_seed(1)
     features = torch.randn(40, 32, generator=g).bfloat16().requires_grad_()
     weight = torch.randn(300, 32, generator=g).bfloat16().requires_grad_()
     target = torch.randint(0, 300, (40,), generator=g)
     loss, nll = stock_loss(features, weight, None, target, 0.1, pad=None)
-    loss_c, nll_c, _ = chunked_label_smoothed_nll_loss(features, weight, None, target, 0.1, 16)
+    loss_c, nll_c, _ = chunked_label_smoothed_nll_loss(features, weight, None, target, 0.1, 16, compiled)
     assert loss_c.dtype == torch.float32
     torch.testing.assert_close(loss_c, loss, rtol=1e-4, atol=1e-3)
     gw, gf = torch.autograd.grad(loss, [weight, features])
@@ -97,6 +107,116 @@ def test_function_keeps_fp32_log_sum_exp_for_bf16_inputs():
     assert gw_c.dtype == torch.bfloat16 and gf_c.dtype == torch.bfloat16
     torch.testing.assert_close(gw_c.float(), gw.float(), rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(gf_c.float(), gf.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_function_computes_in_the_features_precision_with_fp32_weights():
+    # Half-precision features against fp32 (master) weights and bias: the logits are computed in the features'
+    # precision, as nn.Linear under autocast would, and each input gets its gradient in its own dtype.
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(12, 16, generator=g).bfloat16().requires_grad_()
+    weight = torch.randn(40, 16, generator=g).requires_grad_()
+    bias = torch.randn(40, generator=g).requires_grad_()
+    target = torch.randint(0, 40, (12,), generator=g)
+    loss, nll = stock_loss(features, weight.bfloat16(), bias.bfloat16(), target, 0.1, pad=None)
+    expected = torch.autograd.grad(loss, [features, weight, bias])
+    loss_c, nll_c, _ = chunked_label_smoothed_nll_loss(features, weight, bias, target, 0.1, 5)
+    got = torch.autograd.grad(loss_c, [features, weight, bias])
+    torch.testing.assert_close(loss_c, loss, **TOL)
+    torch.testing.assert_close(nll_c, nll, **TOL)
+    assert [grad.dtype for grad in got] == [torch.bfloat16, torch.float32, torch.float32]
+    for e, c in zip(expected, got):
+        torch.testing.assert_close(c.float(), e.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_function_gradients_of_inputs_that_need_none():
+    # A frozen output layer (only the features need gradients), or frozen features: the others get theirs alone.
+    g = torch.Generator().manual_seed(4)
+    features = torch.randn(9, 8, generator=g)
+    weight = torch.randn(30, 8, generator=g)
+    bias = torch.randn(30, generator=g)
+    target = torch.randint(0, 30, (9,), generator=g)
+    for needs in ([True, False, False], [False, True, False], [False, False, True], [False, True, True]):
+        leaves = [t.clone().requires_grad_(need) for t, need in zip((features, weight, bias), needs)]
+        wanted = [t for t in leaves if t.requires_grad]
+        loss, nll = stock_loss(*leaves, target, 0.1, pad=None)
+        expected = torch.autograd.grad(loss * 2.0 + nll, wanted)
+        loss_c, nll_c, _ = chunked_label_smoothed_nll_loss(*leaves, target, 0.1, 4)
+        got = torch.autograd.grad(loss_c * 2.0 + nll_c, wanted)
+        for e, c in zip(expected, got):
+            torch.testing.assert_close(c, e, **TOL)
+
+
+@pytest.fixture
+def compile_calls(monkeypatch):
+    """torch.compile replaced by a recorder that returns the function as it is (eager: no compilation time), and
+    the criterion's per-process cache of compiled kernels emptied for the test."""
+    calls = []
+
+    def recording_compile(fn, **options):
+        calls.append((fn, options))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    monkeypatch.setattr(chunked_module, "_COMPILED", {})
+    return calls
+
+
+def test_compiled_kernels_are_compiled_once_with_dynamic_shapes(compile_calls):
+    # --loss-compile compiles the statistics and the point-wise gradient once per process, with dynamic shapes (a
+    # last chunk of another length must not recompile); without it nothing is compiled. The point-wise gradient
+    # (run eagerly here) equals fairseq's under output gradients whose sum is not 1.
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(11, 8, generator=g).requires_grad_()
+    weight = torch.randn(30, 8, generator=g).requires_grad_()
+    bias = torch.randn(30, generator=g).requires_grad_()
+    target = torch.randint(0, 30, (11,), generator=g)
+    leaves = [features, weight, bias]
+    loss, nll = stock_loss(features, weight, bias, target, 0.2, pad=None)
+    expected = torch.autograd.grad(loss * 8.0 + nll * 0.5, leaves)
+
+    loss_c, nll_c, _ = chunked_label_smoothed_nll_loss(features, weight, bias, target, 0.2, 4)
+    torch.autograd.grad(loss_c * 8.0 + nll_c * 0.5, leaves)
+    assert compile_calls == []  # the default is eager
+    for chunk_size in (4, 3):
+        loss_c, nll_c, _ = chunked_label_smoothed_nll_loss(features, weight, bias, target, 0.2, chunk_size, True)
+        got = torch.autograd.grad(loss_c * 8.0 + nll_c * 0.5, leaves)
+        torch.testing.assert_close(loss_c, loss, **TOL)
+        torch.testing.assert_close(nll_c, nll, **TOL)
+        for e, c in zip(expected, got):
+            torch.testing.assert_close(c, e, **TOL)
+    assert compile_calls == [
+        (chunked_module._chunk_statistics, {"dynamic": True}),
+        (chunked_module._chunk_grad_logits_fusable, {"dynamic": True}),
+    ]
+
+
+def test_criterion_loss_compile_option_reaches_the_kernels(compile_calls):
+    model = build_resmlp()
+    task = TinyTask(model.decoder.dictionary)
+    sample = make_sample(model)
+    loss = run_criterion(LabelSmoothedCrossEntropyCriterion(task, False, 0.1), model, sample)[0]
+    loss_c = run_criterion(ChunkedLabelSmoothedCrossEntropyCriterion(task, False, 0.1), model, sample)[0]
+    assert compile_calls == []
+    compiled = ChunkedLabelSmoothedCrossEntropyCriterion(task, False, 0.1, loss_compile=True)
+    loss_compiled = run_criterion(compiled, model, sample)[0]
+    assert [fn for fn, _ in compile_calls] == [
+        chunked_module._chunk_statistics,
+        chunked_module._chunk_grad_logits_fusable,
+    ]
+    torch.testing.assert_close(loss_c, loss, **TOL)
+    torch.testing.assert_close(loss_compiled, loss, **TOL)
+
+
+def test_defaults_are_the_registered_options():
+    # fairseq builds the criterion from the registered dataclass; a direct construction has the same defaults.
+    task = TinyTask(make_dictionary())
+    cfg = ChunkedLabelSmoothedCrossEntropyConfig(sentence_avg=False, label_smoothing=0.1)
+    for criterion in (
+        ChunkedLabelSmoothedCrossEntropyCriterion.build_criterion(cfg, task),
+        ChunkedLabelSmoothedCrossEntropyCriterion(task, False, 0.1),
+    ):
+        assert (criterion.loss_chunk_size, criterion.loss_compile) == (4096, False)
+        assert (criterion.eps, criterion.ignore_prefix_size, criterion.report_accuracy) == (0.1, 0, False)
 
 
 # Models and samples
@@ -231,6 +351,30 @@ def test_criterion_skips_padding_before_the_projection():
     assert calls == [5, 5, 5, 1]  # 16 real target tokens of 4 x 7 positions, in chunks of 5
 
 
+def test_criterion_with_a_biased_output_projection_in_one_token_chunks():
+    # The plugin's and fairseq's decoders have no output bias; a decoder whose projection has one gets it applied
+    # (and its gradient) by the chunked criterion too. Chunks of a single token are the smallest allowed.
+    model = build_resmlp(share=False)
+    old = model.decoder.output_projection
+    biased = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(old.weight)
+        biased.bias.copy_(torch.randn(old.out_features, generator=torch.Generator().manual_seed(6)))
+    model.decoder.output_projection = biased
+    task = TinyTask(model.decoder.dictionary)
+    sample = make_sample(model)
+    stock = LabelSmoothedCrossEntropyCriterion(task, False, 0.1, report_accuracy=True)
+    chunked = ChunkedLabelSmoothedCrossEntropyCriterion(task, False, 0.1, report_accuracy=True, loss_chunk_size=1)
+    loss, size, log, grads = run_criterion(stock, model, sample)
+    loss_c, size_c, log_c, grads_c = run_criterion(chunked, model, sample)
+    torch.testing.assert_close(loss_c, loss, **TOL)
+    assert size_c == size and log_c.keys() == log.keys()
+    assert (log_c["n_correct"], log_c["total"]) == (log["n_correct"], log["total"])
+    assert "decoder.output_projection.bias" in grads_c
+    for name in grads:
+        torch.testing.assert_close(grads_c[name], grads[name], **TOL, msg=lambda m, name=name: f"{name}: {m}")
+
+
 # Errors
 
 
@@ -248,10 +392,22 @@ def test_bad_option_is_named(options, message):
         ChunkedLabelSmoothedCrossEntropyCriterion(task, False, **options)
 
 
+def test_function_refuses_chunks_of_no_tokens():
+    features, weight, target = torch.zeros(2, 4), torch.zeros(6, 4), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ChunkedCriterionError, match="^--loss-chunk-size must be a positive number of tokens, got 0$"):
+        chunked_label_smoothed_nll_loss(features, weight, None, target, 0.1, 0)
+
+
 def test_adaptive_softmax_is_refused_with_the_option_named():
     model = build_transformer(share=False, adaptive_softmax_cutoff="20", adaptive_softmax_dropout=0.0)
     criterion = ChunkedLabelSmoothedCrossEntropyCriterion(TinyTask(model.decoder.dictionary), False, 0.1)
-    with pytest.raises(ChunkedCriterionError, match="adaptive softmax.*--adaptive-softmax-cutoff"):
+    with pytest.raises(
+        ChunkedCriterionError,
+        match=re.escape(
+            "--criterion label_smoothed_cross_entropy_chunked needs a plain output projection, but "
+            "TransformerDecoderBase uses an adaptive softmax (--adaptive-softmax-cutoff): use --criterion adaptive_loss"
+        ),
+    ):
         criterion(model, make_sample(model))
 
 
@@ -264,8 +420,35 @@ def test_decoder_with_its_own_output_layer_is_refused():
 
     model.decoder.__class__ = Scaled
     criterion = ChunkedLabelSmoothedCrossEntropyCriterion(TinyTask(model.decoder.dictionary), False, 0.1)
-    with pytest.raises(ChunkedCriterionError, match="overrides output_layer.*--criterion label_smoothed_cross_entropy"):
+    with pytest.raises(
+        ChunkedCriterionError, match="Scaled overrides output_layer.*--criterion label_smoothed_cross_entropy"
+    ):
         criterion(model, make_sample(model))
+
+
+def test_decoder_without_output_projection_is_refused():
+    # fairseq's LSTM decoder projects with its own `fc_out`; a model without a decoder has no projection either.
+    from fairseq.models.lstm import LSTMModel, base_architecture
+
+    task = TinyTask(make_dictionary())
+    dims = (
+        "encoder_embed_dim",
+        "encoder_hidden_size",
+        "decoder_embed_dim",
+        "decoder_hidden_size",
+        "decoder_out_embed_dim",
+    )
+    args = argparse.Namespace(encoder_layers=1, decoder_layers=1, dropout=0.0, criterion="", **dict.fromkeys(dims, 8))
+    base_architecture(args)
+    lstm = LSTMModel.build_model(args, task)
+    expected = (
+        "^--criterion label_smoothed_cross_entropy_chunked needs a decoder whose output_layer is a plain nn.Linear "
+        "named output_projection, and {} has none: use --criterion label_smoothed_cross_entropy$"
+    )
+    with pytest.raises(ChunkedCriterionError, match=expected.format("LSTMDecoder")):
+        output_projection(lstm)
+    with pytest.raises(ChunkedCriterionError, match=expected.format("NoneType")):
+        output_projection(torch.nn.Linear(2, 2))
 
 
 def test_unreduced_loss_is_refused():

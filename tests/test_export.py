@@ -1,8 +1,12 @@
 """The torch.export export of the trained fixture (tests/data/checkpoint_v1) runs without fairseq and reproduces
-the plugin's translations: greedy and beam search, every hypothesis, scores to 1e-4."""
+the plugin's translations: greedy and beam search, every hypothesis, scores to 1e-4. The command's loading and
+errors, model.json and the default architecture are also tested in this process (where mutation testing sees
+them: docs/testing.md)."""
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -191,3 +195,174 @@ def test_export_with_positions_and_layernorm(tmp_path):
                 assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
     with pytest.raises(ValueError, match="before \\(not after\\) int8"):
         export_model(quantize_int8(model), tmp_path / "int8")
+
+
+# The command's loading, in this process; the export itself replaced by a recorder (the tests above export).
+
+
+@pytest.fixture
+def export_calls(monkeypatch):
+    """``export_model`` as the command calls it, recorded instead of run (the model.json it would describe is
+    returned, so the command's summary line is the real one)."""
+    import fairseq_resmlp.export as export_module
+
+    calls = []
+
+    def recording_export(model, out_dir):
+        calls.append((model, out_dir))
+        return export_module._describe(model)
+
+    monkeypatch.setattr(export_module, "export_model", recording_export)
+    return calls
+
+
+def export_main(capsys, *args) -> str:
+    """Run the command in this process; returns its summary line on stderr."""
+    from fairseq_resmlp.export import main
+
+    assert main([str(a) for a in args]) == 0
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def assert_is_the_fixture(model, hub):
+    assert not model.training
+    assert model.encoder.dictionary.symbols == hub.src_dict.symbols
+    assert model.decoder.dictionary.symbols == hub.tgt_dict.symbols
+    got, want = model.state_dict(), hub.models[0].state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[key], want[key]) for key in got)
+
+
+@pytest.mark.parametrize("languages", ["given", "inferred from the data", "recorded in the checkpoint"])
+def test_export_command_loads_the_checkpoint(languages, tmp_path, data_dir, hub, export_calls, capsys):
+    checkpoint, data, out = FIXTURE / "checkpoint.pt", data_dir, tmp_path / "out"
+    options = ["--source-lang", "src", "--target-lang", "tgt"]
+    if languages == "inferred from the data":
+        data = tmp_path / "data"
+        shutil.copytree(data_dir, data)
+        (data / "train.src-tgt.src.idx").touch()  # the language pair of fairseq-preprocess's file names
+        options = []
+    elif languages == "recorded in the checkpoint":
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state["cfg"]["task"].update(source_lang="src", target_lang="tgt")
+        checkpoint = tmp_path / "recorded" / "checkpoint.pt"
+        checkpoint.parent.mkdir()
+        torch.save(state, checkpoint)
+        options = []
+    line = export_main(capsys, "--path", checkpoint, "--data", data, "--out", out, *options)
+    [(model, out_dir)] = export_calls
+    assert out_dir == str(out)
+    assert_is_the_fixture(model, hub)
+    assert line == (
+        f"exported {checkpoint} to {out}: encoder.pt2, decoder_init.pt2, decoder_step.pt2, model.json "
+        f"({len(hub.src_dict)} source / {len(hub.tgt_dict)} target symbols)"
+    )
+
+
+def test_export_cli_errors_name_each_cause(tmp_path, data_dir, capsys):
+    out, checkpoint = tmp_path / "out", FIXTURE / "checkpoint.pt"
+    prefix = "python -m fairseq_resmlp.export: error: "
+    assert cli_error(capsys) == prefix + "the following arguments are required: --path, --data, --out"
+    assert cli_error(capsys, "--path", checkpoint, "--data", data_dir) == (
+        prefix + "the following arguments are required: --out"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_error(capsys, "--path", checkpoint, "--data", empty, "--out", out) == (
+        f"{prefix}--data {empty}: no dict.*.txt in it (the folder written by fairseq-preprocess)"
+    )
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(Exception) as unreadable:
+        torch.load(junk, map_location="cpu", weights_only=False)
+    assert cli_error(capsys, "--path", junk, "--data", data_dir, "--out", out) == (
+        f"{prefix}--path {junk}: not a readable PyTorch checkpoint "
+        f"({type(unreadable.value).__name__}: {unreadable.value})"
+    )
+    for state, message in (
+        ({"cfg": {"model": {"_name": "resmlp_tiny"}}}, "not a fairseq checkpoint (no model weights in it)"),
+        ({"model": {}}, "not a fairseq checkpoint (no model config in it)"),
+        # A checkpoint of fairseq before dataclass configs: the architecture is in its argparse args.
+        ({"model": {}, "args": argparse.Namespace()}, "not a fairseq checkpoint (no model config in it)"),
+        (
+            {"model": {}, "args": argparse.Namespace(arch="transformer_iwslt_de_en")},
+            "a 'transformer_iwslt_de_en' checkpoint, not a ResMLP model (--arch resmlp_*)",
+        ),
+    ):
+        path = tmp_path / "state.pt"
+        torch.save(state, path)
+        assert (
+            cli_error(capsys, "--path", path, "--data", data_dir, "--out", out) == f"{prefix}--path {path}: {message}"
+        )
+    no_languages = (
+        f"{prefix}--data {data_dir}: cannot tell the source and target languages (no train.SRC-TGT.* files there, "
+        "none in the checkpoint): pass --source-lang and --target-lang"
+    )
+    assert cli_error(capsys, "--path", checkpoint, "--data", data_dir, "--out", out) == no_languages
+    assert cli_error(capsys, "--path", checkpoint, "--data", data_dir, "--out", out, "--source-lang", "src") == (
+        no_languages
+    )
+    small = tmp_path / "small"  # dictionaries that are not the model's
+    small.mkdir()
+    for name in ("dict.src.txt", "dict.tgt.txt"):
+        (small / name).write_text("".join(f"w{i} 1\n" for i in range(5)))
+    err = cli_error(
+        capsys, "--path", checkpoint, "--data", small, "--out", out, "--source-lang", "src", "--target-lang", "tgt"
+    )
+    assert err.startswith(f"{prefix}--path {checkpoint} with --data {small}: the checkpoint was trained with a source ")
+    assert not out.exists()
+
+
+def test_export_default_architecture_and_model_json(tmp_path):
+    """resmlp_tiny's defaults (Affine norms, no positions), exported in this process into a folder not made yet:
+    model.json describes the model, and the programs translate as fairseq's search does, also in batches large
+    enough that ``norm_then_linear`` would fold an Affine norm (60 rows; the exported copy never folds)."""
+    model = build_model(seed=4)
+    out = tmp_path / "new" / "export"
+    info = export_model(model, out)
+    symbols = model.decoder.dictionary.symbols
+    assert info == {
+        "format": "fairseq-resmlp-export",
+        "version": 1,
+        "files": {"encoder": "encoder.pt2", "decoder_init": "decoder_init.pt2", "decoder_step": "decoder_step.pt2"},
+        "source_symbols": symbols,
+        "target_symbols": symbols,
+        "bos": 0,
+        "pad": 1,
+        "eos": 2,
+        "unk": 3,
+        "max_source_positions": 128,
+        "max_target_positions": 128,
+        "encoder_embed_dim": 32,
+        "decoder_embed_dim": 32,
+        "decoder_layers": 2,
+        "decoder_attention_heads": 2,
+        "head_dim": 16,
+    }
+    assert json.loads((out / "model.json").read_text(encoding="utf-8")) == info
+    translator = ExportedTranslator(out)
+    src = random_tokens(model, [9, 4, 7, 2, 8, 5, 9, 3, 6, 9, 1, 7], seed=2, left_pad=True)
+    sources = [row[row.ne(model.encoder.padding_idx)] for row in src]
+    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(s) for s in sources])}}
+    for beam in (1, 5):
+        generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, max_len_b=12)
+        with torch.no_grad():
+            want = generator.generate([model], sample)
+        got = translator.translate(sources, beam=beam, max_len_b=12)
+        for nbest_got, nbest_want in zip(got, want):
+            assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
+            for h_got, h_want in zip(nbest_got, nbest_want):
+                assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
+
+
+def test_export_refuses_models_it_cannot_export(tmp_path):
+    model = build_model(seed=5)
+    with pytest.raises(ValueError) as refused:
+        export_model(model.double(), tmp_path / "float64")
+    assert str(refused.value) == "export_model needs a float32 model on the CPU (call model.float().cpu() first)"
+    with pytest.raises(ValueError) as refused:
+        export_model(quantize_int8(build_model(seed=5)), tmp_path / "int8")
+    assert str(refused.value) == (
+        "export_model needs the float32 model: export it before (not after) int8 quantization"
+    )
+    assert not (tmp_path / "float64").exists() and not (tmp_path / "int8").exists()
