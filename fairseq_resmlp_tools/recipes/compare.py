@@ -1,11 +1,11 @@
 """Compare model configurations at equal GPU time: train them concurrently, choose on validation, test once.
 
     resmlp-compare --data prepared/multi30k-en-de --out runs/compare-en-de --minutes 5 --seeds 1 2 \
-        --config "transformer=transformer_iwslt_de_en --dropout 0.3" \
+        --config "transformer=transformer_iwslt_de_en" \
         --config "resmlp_small=resmlp_small" \
         --config "paper_block=resmlp_small --norm-type affine --positional-embeddings none" \
-        --config "toeplitz=resmlp_small --token-mixing-matrix toeplitz" \
-        --baseline transformer --final paper_block
+        --config "full_matrix=resmlp_small --token-mixing-matrix full" \
+        --baseline transformer --final paper_block --lenpens 1.0 1.5
 
 Every configuration x seed is one ``resmlp-train-small`` run (same recipe, same ``--minutes`` of training),
 all started at once on the same machine, so each gets the same share of it: equal time means equal GPU time.

@@ -12,7 +12,8 @@ average the last epoch checkpoints and score the test set.
 Both architectures get the same training recipe, so that equal time means an equal comparison: Adam
 (0.9, 0.98), lr 1e-3 with 1000 warm-up updates then inverse square root decay, label smoothing 0.1,
 the architecture's dropout (0.3 for resmlp_small; fairseq's transformer_iwslt_de_en defaults to 0.1, its
-IWSLT example passes --dropout 0.3: give ``--dropout`` to compare at equal dropout), weight decay 1e-4, 4096 tokens per batch, shared embeddings
+IWSLT example passes --dropout 0.3: give ``--dropout`` to compare at equal dropout; in runs of a few minutes 0.3
+holds the Transformer far below its default's BLEU, see docs/benchmarks.md, session 6), weight decay 1e-4, 4096 tokens per batch, shared embeddings
 (joint SentencePiece dictionary), fp16 on a GPU. ``--lr``/``--warmup``/``--dropout`` override it. On a GPU
 fairseq-train runs with PyTorch's cuDNN attention off (``--cudnn-attention`` keeps it): on H100/H200 it re-plans every
 new batch shape on the host and slows fairseq's Transformer several-fold, which would make equal time unequal.
