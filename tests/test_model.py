@@ -307,3 +307,83 @@ def test_data_record_is_written_at_training_and_verified_at_load():
     nolang = SimpleNamespace()
     verify_or_record(nolang, _record_task(src=None, tgt=None))
     assert getattr(nolang, "direction", None) is None and nolang.source_dict_sha256
+
+
+def _task_with_padding_side(left_pad_target):
+    """A translation task as fairseq builds it: dictionaries plus a cfg (None: a task without one)."""
+    from types import SimpleNamespace
+
+    task = TinyTask(make_dictionary())
+    if left_pad_target is not None:
+        task.cfg = SimpleNamespace(left_pad_target=left_pad_target, data=None, source_lang=None, target_lang=None)
+    return task
+
+
+@pytest.mark.parametrize("left_pad_target, expected", [(False, False), (True, True), (None, True)])
+def test_decoder_follows_the_tasks_target_padding_side(left_pad_target, expected):
+    # fairseq's translation task right-pads targets (left_pad_target False): the decoder then takes the direct path;
+    # left-padded targets, or a task that does not say, get the path that aligns every row to the left first.
+    from fairseq_resmlp.models.resmlp import ResMLPModel, resmlp_tiny
+
+    cfg = argparse.Namespace()
+    resmlp_tiny(cfg)
+    model = ResMLPModel.build_model(cfg, _task_with_padding_side(left_pad_target))
+    assert model.decoder.left_pad is expected
+
+
+@pytest.mark.parametrize("positions", ["none", "sinusoidal"])
+def test_right_padded_targets_give_the_same_outputs_on_both_decoder_paths(positions):
+    # The same weights built for a right-padding task (fairseq's default) and for a task that does not say: on
+    # right-padded previous tokens, teacher-forced outputs agree at every real position.
+    from fairseq_resmlp.models.resmlp import ResMLPModel, resmlp_tiny
+
+    models = []
+    for side in (False, None):
+        torch.manual_seed(0)
+        cfg = argparse.Namespace(positional_embeddings=positions)
+        resmlp_tiny(cfg)
+        models.append(ResMLPModel.build_model(cfg, _task_with_padding_side(side)).eval())
+    direct, aligned = models
+    aligned.load_state_dict(direct.state_dict())
+    src = random_tokens(direct, [6, 4, 3], left_pad=True)
+    lengths = src.ne(direct.encoder.dictionary.pad()).sum(1)
+    prev = random_tokens(direct, [5, 2, 4], seed=1)  # right-padded, as fairseq's collater makes them
+    with torch.no_grad():
+        out_direct = direct(src, lengths, prev)[0]
+        out_aligned = aligned(src, lengths, prev)[0]
+    real = prev.ne(direct.decoder.dictionary.pad())
+    torch.testing.assert_close(out_direct[real], out_aligned[real], rtol=1e-5, atol=1e-5)
+
+
+def test_model_refusals_name_the_option():
+    from fairseq_resmlp.models.resmlp import ResMLPModel, resmlp_tiny
+
+    cfg = argparse.Namespace(share_all_embeddings=True)
+    resmlp_tiny(cfg)
+    task = TinyTask(make_dictionary())
+    task.target_dictionary = make_dictionary(41)
+    with pytest.raises(ValueError) as e:
+        ResMLPModel.build_model(cfg, task)
+    assert str(e.value) == (
+        "--share-all-embeddings needs one dictionary for source and target: "
+        "binarize with `fairseq-preprocess --joined-dictionary`"
+    )
+    with pytest.raises(NotImplementedError) as e:
+        ResMLPModel.build_embedding(cfg, make_dictionary(), 8, path="vectors.txt")
+    assert str(e.value) == "pretrained embedding files are not supported by the ResMLP model"
+
+
+def test_version_buffer_is_fairseqs_float_and_a_directly_built_model_names_the_tasks_dictionary():
+    # fairseq stores a model's "version" as a float tensor; a model built without build_model (no dictionary files
+    # known) still names the dictionary in its refusal of a checkpoint of another vocabulary size.
+    from fairseq_resmlp.models.resmlp import ResMLPCheckpointError, ResMLPModel
+
+    built = build_model()
+    assert built.version.dtype == torch.float32 and built.state_dict()["version"].dtype == torch.float32
+    direct = ResMLPModel(built.cfg, built.encoder, built.decoder)
+    assert direct.version.dtype == torch.float32
+    other = build_model(dictionary=make_dictionary(50)).state_dict()
+    with pytest.raises(
+        ResMLPCheckpointError, match="a source dictionary of 54 symbols, but the task's dictionary has 44"
+    ):
+        direct.load_state_dict(other)
