@@ -387,3 +387,13 @@ def test_version_buffer_is_fairseqs_float_and_a_directly_built_model_names_the_t
         ResMLPCheckpointError, match="a source dictionary of 54 symbols, but the task's dictionary has 44"
     ):
         direct.load_state_dict(other)
+
+
+def test_architecture_defaults_fill_options_given_as_none():
+    # fairseq's argparse leaves options nobody gave as None: the architecture's defaults must fill them, and keep
+    # every option that was given.
+    from fairseq_resmlp.models.resmlp import resmlp_small
+
+    cfg = argparse.Namespace(encoder_layers=None, dropout=None, token_mixing_matrix=None, decoder_layers=2)
+    resmlp_small(cfg)
+    assert (cfg.encoder_layers, cfg.dropout, cfg.token_mixing_matrix, cfg.decoder_layers) == (6, 0.3, "toeplitz", 2)

@@ -202,6 +202,33 @@ def test_cross_attention_matches_fairseq_multihead_attention():
     assert torch.allclose(out, expected[1:2, order], atol=1e-5)
 
 
+def test_cross_attention_dropout_applies_in_training_only_on_both_paths():
+    """The attention-weight dropout acts in training mode only, on the fused path and on the need_weights path
+    (alignments), with the module's rate: without dropout, training and evaluation give the same output."""
+    from fairseq_resmlp.modules.cross_attention import CrossAttention
+
+    torch.manual_seed(2)
+    attn = CrossAttention(16, 12, 4, 0.0)
+    query, enc = torch.randn(6, 3, 16), torch.randn(7, 3, 12)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 4:] = True
+    reference = attn.eval()(query, enc, pad)[0]
+    for need in (False, True):
+        torch.testing.assert_close(attn.train()(query, enc, pad, need_weights=need)[0], reference)
+    attn.dropout = 0.5
+    for need in (False, True):
+        torch.testing.assert_close(attn.eval()(query, enc, pad, need_weights=need)[0], reference)
+        torch.manual_seed(3)
+        dropped = attn.train()(query, enc, pad, need_weights=need)[0]
+        assert not torch.allclose(dropped, reference, atol=1e-3)
+        # Rate 0.5: about half of the attention weights are kept (and doubled), not none and not all.
+        assert 0.05 < (dropped - reference).abs().mean() / reference.abs().mean() < 2.0
+    attn.dropout = 1.0  # every weight dropped: only the output projection's bias is left
+    for need in (False, True):
+        out = attn.train()(query, enc, pad, need_weights=need)[0]
+        torch.testing.assert_close(out, attn.out_proj.bias.expand_as(out))
+
+
 def test_cross_attention_never_runs_cudnn_attention(monkeypatch):
     """cuDNN attention builds an execution graph per shape (host time on every fairseq batch): the fused attention
     runs with every other backend allowed, and the process-wide choice is restored afterwards."""
