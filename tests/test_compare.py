@@ -179,6 +179,49 @@ def test_compare_names_a_failed_run_and_its_log(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
+    """The validation record is written before the test phase: a run that fails there (in session 6 a GPU out of
+    memory in one test evaluation) leaves the choice and every validation number, and says the test phase is
+    unfinished. The runs are faked: each 'validation run' writes the result the recipe would."""
+    data = tmp_path / "data"
+    (data / "data-bin").mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({"languages": {"src": "en", "tgt": "de"}}))
+    bleu = {"base": 30.0, "mlp": 31.0}
+    phases = []
+
+    def fake_run_all(commands, logs):
+        split = commands[next(iter(commands))][commands[next(iter(commands))].index("--split") + 1]
+        phases.append(split)
+        if split == "test":
+            raise ToolError("failed: mlp-s1 (log: x)")
+        for key, cmd in commands.items():
+            run = Path(cmd[cmd.index("--save-dir") + 1])
+            lenpen = float(cmd[cmd.index("--lenpen") + 1])
+            (run / "eval").mkdir(parents=True, exist_ok=True)
+            (run / "train.log").write_text('x | INFO | valid | {"valid_loss": "4.5", "valid_num_updates": "100"}\n')
+            result = {
+                "generation": {"lenpen": lenpen},
+                "metrics": {"sacrebleu": {"score": bleu[key.split("-")[0]] + lenpen}},
+                "files": {"hypotheses": str(run / "h")},
+                "references": str(run / "r"),
+            }
+            (run / "eval" / "valid_avg.json").write_text(json.dumps(result))
+
+    monkeypatch.setattr(compare, "run_all", fake_run_all)
+    monkeypatch.setattr(compare, "plot", lambda record, path: path.write_bytes(b"png"))
+    argv = ["--data", str(data), "--out", str(tmp_path / "out"), "--config", "base=resmlp_tiny", "--config",
+            "mlp=resmlp_tiny --token-mixing-matrix full", "--baseline", "base", "--lenpens", "1.0", "0.5"]  # fmt: skip
+    with pytest.raises(ToolError, match="failed: mlp-s1"):
+        compare.compare(compare.build_parser().parse_args(argv))
+    assert phases == ["valid", "valid", "test"]
+    record = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert record["best"] == "mlp" and record["test"] == {} and record["finals"] == ["base", "mlp"]
+    assert record["validation"]["mlp"]["lenpen"] == 1.0 and record["validation"]["mlp"]["per_seed"] == [32.0, 32.0]
+    assert record["validation"]["base"]["per_lenpen"]["0.5"]["mean"] == 30.5
+    table = (tmp_path / "out" / "compare.md").read_text()
+    assert "| mlp | 2 | 32.00 |" in table and "The test phase has not finished" in table
+
+
 def test_choose_lenpen_takes_the_best_mean_and_the_first_of_equals():
     assert compare.choose_lenpen({1.0: [30.0, 32.0], 1.3: [31.5, 31.0], 1.6: [29.0, 35.0]}) == 1.6
     assert compare.choose_lenpen({1.0: [30.0, 32.0], 1.3: [32.0, 30.0]}) == 1.0

@@ -230,6 +230,13 @@ def format_tables(record: Dict[str, Any]) -> str:
     if record["test_split"] is None:
         lines += ["", f"Best by validation: **{record['best']}**. The test split was not scored (--validation-only)."]
         return "\n".join(lines) + "\n"
+    if not record["test"]:
+        lines += [
+            "",
+            f"Best by validation: **{record['best']}**. Final candidates: {', '.join(record['finals'])}. The test "
+            "phase has not finished (it failed or was interrupted): the same command resumes it.",
+        ]
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"Best by validation: **{record['best']}**. Final candidates: {', '.join(record['finals'])}.",
@@ -348,8 +355,10 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
         "test": {},
         "command": sys.argv,
     }
+    # Written before the test phase too: a failed or interrupted test phase leaves the validation table.
+    write_record(args.out, record)
     if args.validation_only:
-        return write_record(args.out, record)
+        return record
 
     # 2. The final candidates on the test split, once per seed, each with its configuration's length penalty
     # (re-running a recipe only adds its evaluation).
