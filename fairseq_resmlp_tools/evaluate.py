@@ -169,7 +169,18 @@ def resolve_data(args: argparse.Namespace) -> EvalData:
     if data_bin is not None and not data_bin.is_dir():
         raise ToolError(f"data-bin directory {data_bin} does not exist")
     if data_bin is not None and (src is None or tgt is None):
-        src, tgt = _languages_from_data_bin(data_bin, args.split)
+        # Complete the pair from the data-bin's file names; a language given that it does not hold is refused
+        # (it would otherwise be replaced silently, and the references scored with another language's tokenizer).
+        pair = _languages_from_data_bin(data_bin, args.split)
+        for option, lang in (("--source-lang", src), ("--target-lang", tgt)):
+            if lang is not None and lang not in pair:
+                raise ToolError(f"{option} {lang}: {data_bin} holds {pair[0]}-{pair[1]} for split {args.split}")
+        if src is None and tgt is None:
+            src, tgt = pair
+        elif src is None:
+            src = pair[1] if tgt == pair[0] else pair[0]
+        else:
+            tgt = pair[1] if src == pair[0] else pair[0]
     if spm_model is None:
         raise ToolError("give --spm-model (the SentencePiece model the data was encoded with) or --data DIR")
     if not spm_model.is_file():

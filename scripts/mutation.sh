@@ -72,6 +72,7 @@ pytest_add_cli_args_test_selection =
     tests/test_average.py
     tests/test_eval_checks.py
     tests/test_evaluate_units.py
+    tests/test_evaluate_inprocess.py
     tests/test_evaluate.py
     tests/test_evaluate_bad_input.py
     tests/test_checkpoint_faults.py

@@ -6,6 +6,7 @@ tests (marked slow, left out of mutation runs) were the only ones to reach (docs
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -104,6 +105,26 @@ def test_resolve_data_from_a_data_bin_alone(tmp_path, spm_model):
     refs = touch(tmp_path / "ref.txt")
     got = evaluate.resolve_data(eval_args(data_bin=d, spm_model=spm_model, ref_raw=refs))
     assert got == EvalData(d, spm_model, refs, "fr", "en", "test")
+
+
+def test_resolve_data_completes_one_given_language_from_the_data_bin(tmp_path, spm_model):
+    # One of --source-lang/--target-lang with a bare data-bin: the other comes from its file names (either
+    # direction), and a language it does not hold is refused instead of being replaced.
+    d = tmp_path / "bin"
+    for lang in ("en", "de"):
+        touch(d / f"test.en-de.{lang}.idx")
+    refs = touch(tmp_path / "refs.txt", "x\n")
+    args = dict(data_bin=d, spm_model=spm_model, ref_raw=refs)
+    got = evaluate.resolve_data(eval_args(target_lang="en", **args))
+    assert (got.source_lang, got.target_lang) == ("de", "en")
+    got = evaluate.resolve_data(eval_args(source_lang="en", **args))
+    assert (got.source_lang, got.target_lang) == ("en", "de")
+    got = evaluate.resolve_data(eval_args(source_lang="de", **args))
+    assert (got.source_lang, got.target_lang) == ("de", "en")
+    with pytest.raises(ToolError, match=rf"^--target-lang fr: {re.escape(str(d))} holds en-de for split test$"):
+        evaluate.resolve_data(eval_args(target_lang="fr", **args))
+    with pytest.raises(ToolError, match="^--source-lang fr: "):
+        evaluate.resolve_data(eval_args(source_lang="fr", **args))
 
 
 def test_resolve_data_for_a_generate_output_takes_the_language_from_the_references(tmp_path, spm_model):
