@@ -202,6 +202,22 @@ def test_cross_attention_matches_fairseq_multihead_attention():
     assert torch.allclose(out, expected[1:2, order], atol=1e-5)
 
 
+def test_cross_attention_initialisation_is_fairseqs():
+    """fairseq's MultiheadAttention initialisation: Xavier-uniform with gain 1/sqrt(2) for the query, key and value
+    projections (fan-in 256 + fan-out 256 here), plain Xavier for the output projection, whose bias starts at 0."""
+    import math
+
+    from fairseq_resmlp.modules.cross_attention import CrossAttention
+
+    torch.manual_seed(0)
+    attn = CrossAttention(256, 256, 4, 0.0)
+    for proj, gain in ((attn.q_proj, 2**-0.5), (attn.k_proj, 2**-0.5), (attn.v_proj, 2**-0.5), (attn.out_proj, 1.0)):
+        bound = gain * math.sqrt(6 / (256 + 256))
+        # 65,536 uniform draws: the largest is within 0.1% of the bound, none beyond it.
+        assert bound * 0.999 < proj.weight.abs().max().item() <= bound
+    assert torch.equal(attn.out_proj.bias, torch.zeros(256))
+
+
 def test_cross_attention_dropout_applies_in_training_only_on_both_paths():
     """The attention-weight dropout acts in training mode only, on the fused path and on the need_weights path
     (alignments), with the module's rate: without dropout, training and evaluation give the same output."""
