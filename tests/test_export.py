@@ -107,6 +107,22 @@ def run_without_fairseq(export_dir: Path, sources, beams) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def assert_translates_as_fairseq(model, translator, src, beams, max_len_b):
+    """The exported translator's n-best lists equal fairseq's SequenceGenerator's on the same model: same tokens,
+    scores within 1e-4, for each beam size."""
+    sources = [row[row.ne(model.encoder.padding_idx)] for row in src]
+    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(s) for s in sources])}}
+    for beam in beams:
+        generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, max_len_b=max_len_b)
+        with torch.no_grad():
+            want = generator.generate([model], sample)
+        got = translator.translate(sources, beam=beam, max_len_b=max_len_b)
+        for nbest_got, nbest_want in zip(got, want):
+            assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
+            for h_got, h_want in zip(nbest_got, nbest_want):
+                assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
+
+
 def test_export_writes_programs_and_dictionary(exported, hub):
     info = json.loads((exported / "model.json").read_text())
     assert info["format"] == "fairseq-resmlp-export"
@@ -182,17 +198,7 @@ def test_export_with_positions_and_layernorm(tmp_path):
     export_model(model, tmp_path)
     translator = ExportedTranslator(tmp_path)
     src = random_tokens(model, [7, 4, 9, 2], seed=1, left_pad=True)
-    sources = [row[row.ne(model.encoder.padding_idx)] for row in src]
-    for beam in (1, 4):
-        generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, max_len_b=20)
-        sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(s) for s in sources])}}
-        with torch.no_grad():
-            want = generator.generate([model], sample)
-        got = translator.translate(sources, beam=beam, max_len_b=20)
-        for nbest_got, nbest_want in zip(got, want):
-            assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
-            for h_got, h_want in zip(nbest_got, nbest_want):
-                assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
+    assert_translates_as_fairseq(model, translator, src, beams=(1, 4), max_len_b=20)
     with pytest.raises(ValueError, match="before \\(not after\\) int8"):
         export_model(quantize_int8(model), tmp_path / "int8")
 
@@ -342,17 +348,7 @@ def test_export_default_architecture_and_model_json(tmp_path):
     assert json.loads((out / "model.json").read_text(encoding="utf-8")) == info
     translator = ExportedTranslator(out)
     src = random_tokens(model, [9, 4, 7, 2, 8, 5, 9, 3, 6, 9, 1, 7], seed=2, left_pad=True)
-    sources = [row[row.ne(model.encoder.padding_idx)] for row in src]
-    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(s) for s in sources])}}
-    for beam in (1, 5):
-        generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, max_len_b=12)
-        with torch.no_grad():
-            want = generator.generate([model], sample)
-        got = translator.translate(sources, beam=beam, max_len_b=12)
-        for nbest_got, nbest_want in zip(got, want):
-            assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
-            for h_got, h_want in zip(nbest_got, nbest_want):
-                assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
+    assert_translates_as_fairseq(model, translator, src, beams=(1, 5), max_len_b=12)
 
 
 def test_export_refuses_models_it_cannot_export(tmp_path):
