@@ -44,6 +44,17 @@ def build_model(
     return model.eval()
 
 
+def perturbed(model: ResMLPModel, scale: float = 0.05, seed: int = 2) -> ResMLPModel:
+    """``model`` with every parameter moved off its initial value, as training moves it. Several parts start at a
+    value that hides them (the Toeplitz part of ``full_plus_toeplitz`` at zero, ``--token-mixing-gate`` at exactly
+    1): at initialisation a bug in such a path would not change a single output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) * scale)
+    return model
+
+
 def random_tokens(model: ResMLPModel, lengths, seed: int = 0, left_pad: bool = False) -> torch.Tensor:
     """A padded batch (B x T) of random non-special tokens ending in EOS, with the given lengths."""
     d = model.encoder.dictionary

@@ -21,7 +21,7 @@ import torch
 from fairseq import search
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.sequence_generator import SequenceGenerator
-from helpers import build_model, make_dictionary, random_tokens
+from helpers import build_model, make_dictionary, perturbed, random_tokens
 
 from fairseq_resmlp import ResMLPCheckpointError, ResMLPConfig, ResMLPModel, count_parameters
 
@@ -94,7 +94,8 @@ IDS = [arch + "".join(f"-{k}={v}" for k, v in opts.items()) for arch, opts in VA
 @pytest.fixture(params=VARIANTS, ids=IDS)
 def model(request) -> ResMLPModel:
     arch, options = request.param
-    return build_model(arch=ARCH_CONFIG_REGISTRY[arch], seed=1, dictionary=DICTIONARY, **{**TINY, **options})
+    built = build_model(arch=ARCH_CONFIG_REGISTRY[arch], seed=1, dictionary=DICTIONARY, **{**TINY, **options})
+    return perturbed(built)
 
 
 def encode(model, tokens):

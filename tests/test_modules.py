@@ -358,3 +358,48 @@ def test_token_mixing_length_limits_are_exact_and_named():
         mix(torch.ones(1, 1, 2), incremental_state=state)
     with pytest.raises(ValueError, match=r"decoding step 4 is beyond the token-mixing matrix \(4 positions\)"):
         mix(torch.ones(1, 1, 2), incremental_state=state)
+
+
+@pytest.mark.parametrize("layer_type", ["encoder", "decoder"])
+def test_token_mixing_gate_starts_at_one_and_multiplies_the_mixing(layer_type):
+    """--token-mixing-gate: branch = A h * (h W_g + b_g) with h = norm1(x); at initialisation the gate is exactly 1,
+    so the gated layer equals the ungated one with the same other weights."""
+    import argparse
+
+    from fairseq_resmlp.models.resmlp import resmlp_tiny
+    from fairseq_resmlp.modules.resmlp_layer import ResMLPDecoderLayer, ResMLPEncoderLayer
+
+    def layer(gate: bool):
+        torch.manual_seed(0)
+        cfg = argparse.Namespace(token_mixing_gate=gate, norm_type="layernorm")
+        resmlp_tiny(cfg)
+        build = ResMLPEncoderLayer if layer_type == "encoder" else ResMLPDecoderLayer
+        return build(cfg, max_positions=8).eval()
+
+    plain, gated_layer = layer(False), layer(True)
+    assert plain.gate_tokens is None
+    assert torch.equal(gated_layer.gate_tokens.weight, torch.zeros(32, 32))
+    assert torch.equal(gated_layer.gate_tokens.bias, torch.ones(32))
+    gated_layer.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(5, 2, 32)
+
+    def run(m):
+        with torch.no_grad():
+            return m(x, None) if layer_type == "encoder" else m(x, None, None)[0]
+
+    torch.testing.assert_close(run(gated_layer), run(plain), rtol=0, atol=0)
+
+    # A trained gate: the token-mixing branch is A h times the gate of the same position's h.
+    with torch.no_grad():
+        gated_layer.gate_tokens.weight.normal_(0, 0.3)
+        gated_layer.gate_tokens.bias.normal_(1, 0.3)
+        h = gated_layer.norm1(x)
+        mixed = gated_layer.linear_tokens(h, None)
+        branch = mixed * (h @ gated_layer.gate_tokens.weight.T + gated_layer.gate_tokens.bias)
+        # The rest of the layer by hand (the decoder's cross-attention is skipped without an encoder output).
+        after_mixing = gated_layer.ls1(x, branch)
+        if layer_type == "encoder":
+            want = gated_layer.ls2(after_mixing, gated_layer.mlp_channels(after_mixing, norm=gated_layer.norm2))
+        else:
+            want = gated_layer.ls3(after_mixing, gated_layer.mlp_channels(after_mixing, norm=gated_layer.norm3))
+    torch.testing.assert_close(run(gated_layer), want, rtol=1e-6, atol=1e-6)

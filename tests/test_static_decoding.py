@@ -12,7 +12,7 @@ import torch
 from fairseq import search
 from fairseq.data import data_utils
 from fairseq.sequence_generator import SequenceGenerator
-from helpers import V1_CHECKPOINT_DIR, build_model, load_v1_hub, random_tokens
+from helpers import V1_CHECKPOINT_DIR, build_model, load_v1_hub, perturbed, random_tokens
 
 from fairseq_resmlp.models import resmlp
 from fairseq_resmlp.models.static_decoding import _pow2_at_least
@@ -178,13 +178,15 @@ VARIANTS = {
     "small-positions-1-layer": dict(arch="resmlp_small", decoder_layers=1, positional_embeddings="sinusoidal"),
     "small-full-matrix": dict(arch="resmlp_small", token_mixing_matrix="full_plus_toeplitz"),
     "tiny-affine": dict(arch="resmlp_tiny"),
+    "small-gated": dict(arch="resmlp_small", token_mixing_gate=True),
 }
 
 
 def untrained(arch: str, **options):
     sizes = dict(encoder_embed_dim=16, decoder_embed_dim=16, encoder_ffn_embed_dim=24, decoder_ffn_embed_dim=24)
     sizes.update(encoder_layers=1, max_source_positions=32, max_target_positions=32, decoder_attention_heads=2)
-    return build_model(getattr(resmlp, arch), **{**sizes, **options}).double().to(DEVICE)
+    # Perturbed: the gate and the Toeplitz part of full_plus_toeplitz start at values that would hide them.
+    return perturbed(build_model(getattr(resmlp, arch), **{**sizes, **options})).double().to(DEVICE)
 
 
 def random_sample(model, lengths, seed=0):

@@ -88,6 +88,14 @@ class ResMLPConfig(FairseqDataclass):
         default=0.0,
         metadata={"help": "dropout on the entries of the token-mixing matrix A while training (DropConnect)"},
     )
+    token_mixing_gate: bool = field(
+        default=False,
+        metadata={
+            "help": "multiply the token-mixing output by a gate computed from the same position's input, "
+            "A h * (h W_g + b_g), as gMLP's spatial gating unit: input-dependent mixing, d^2 + d parameters per "
+            "layer; the gate starts at 1, so training starts from the ungated block"
+        },
+    )
     positional_embeddings: POSITIONAL_EMBEDDINGS_CHOICES = field(  # type: ignore[valid-type]
         default="none",
         metadata={

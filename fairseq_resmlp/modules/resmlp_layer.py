@@ -2,6 +2,11 @@
 
 Names follow the paper and timm: ``norm1 -> linear_tokens -> ls1`` (token mixing), ``norm2 -> encoder_attn -> ls2``
 (decoder only), then ``norm -> mlp_channels -> ls`` (channel MLP). ``LayerScale`` performs the residual add.
+
+``--token-mixing-gate`` multiplies the token-mixing output by a gate computed from the same position's input,
+``A h ⊙ (h W_g + b_g)`` (``gate_tokens``), as gMLP's spatial gating unit does: the mixing becomes input-dependent.
+The gate starts at exactly 1 (W_g = 0, b_g = 1), so every gated block starts as the paper's block. It reads one
+position only, so the decoder stays causal and its incremental and fixed-shape steps need no extra state.
 """
 
 from typing import Dict, Optional, Tuple
@@ -28,6 +33,22 @@ def build_token_mixing(cfg, max_positions: int, causal: bool) -> TokenMixing:
     )
 
 
+def build_token_gate(cfg, dim: int) -> Optional[nn.Linear]:
+    """The ``--token-mixing-gate`` projection, or None (checkpoints that predate the option have no gate)."""
+    if not getattr(cfg, "token_mixing_gate", False):
+        return None
+    gate = nn.Linear(dim, dim)
+    # Gate = 1 at the start: the block is the ungated one until W_g learns (gMLP starts its gate near 1 too).
+    nn.init.zeros_(gate.weight)
+    nn.init.ones_(gate.bias)
+    return gate
+
+
+def gated(mixed: Tensor, gate: Optional[nn.Linear], h: Tensor) -> Tensor:
+    """``mixed ⊙ gate(h)`` position by position, or ``mixed`` without a gate."""
+    return mixed if gate is None else mixed * gate(h)
+
+
 class ResMLPEncoderLayer(nn.Module):
     """x = x + LS1 * TokenMixing(Aff1(x));  x = x + LS2 * ChannelMLP(Aff2(x))."""
 
@@ -37,6 +58,7 @@ class ResMLPEncoderLayer(nn.Module):
         self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.norm1 = build_norm(cfg.norm_type, dim)
         self.linear_tokens = build_token_mixing(cfg, max_positions, causal=False)
+        self.gate_tokens = build_token_gate(cfg, dim)
         self.ls1 = LayerScale(dim, cfg.layerscale_init)
         self.norm2 = build_norm(cfg.norm_type, dim)
         self.mlp_channels = ChannelMLP(dim, cfg.encoder_ffn_embed_dim, cfg.activation_dropout)
@@ -44,7 +66,8 @@ class ResMLPEncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         """``x``: T x B x C, sentences left-aligned; ``padding_mask``: B x T, True at (trailing) padding."""
-        x = self.ls1(x, self.dropout_module(self.linear_tokens(self.norm1(x), padding_mask)))
+        h = self.norm1(x)
+        x = self.ls1(x, self.dropout_module(gated(self.linear_tokens(h, padding_mask), self.gate_tokens, h)))
         x = self.ls2(x, self.dropout_module(self.mlp_channels(x, norm=self.norm2)))
         return x
 
@@ -58,6 +81,7 @@ class ResMLPDecoderLayer(nn.Module):
         self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.norm1 = build_norm(cfg.norm_type, dim)
         self.linear_tokens = build_token_mixing(cfg, max_positions, causal=True)
+        self.gate_tokens = build_token_gate(cfg, dim)
         self.ls1 = LayerScale(dim, cfg.layerscale_init)
         self.norm2 = build_norm(cfg.norm_type, dim)
         self.encoder_attn = CrossAttention(
@@ -78,7 +102,8 @@ class ResMLPDecoderLayer(nn.Module):
         group: int = 1,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """``x``: T x B x C (sentences left-aligned; one step when ``incremental_state`` is given)."""
-        x = self.ls1(x, self.dropout_module(self.linear_tokens(self.norm1(x), None, incremental_state)))
+        h = self.norm1(x)
+        x = self.ls1(x, self.dropout_module(gated(self.linear_tokens(h, None, incremental_state), self.gate_tokens, h)))
         attn: Optional[Tensor] = None
         if encoder_out is not None:
             y, attn = self.encoder_attn(
@@ -93,7 +118,8 @@ class ResMLPDecoderLayer(nn.Module):
     ) -> Tuple[Tensor, Tensor]:
         """One fixed-shape decoding step (inference only) for ``x`` (B x C); see ``TokenMixing.step`` and
         ``CrossAttention.step`` for the buffers. Returns the output and the cross-attention weights (B x S)."""
-        x = self.ls1(x, self.linear_tokens.step(self.norm1(x), inputs, step, length))
+        h = self.norm1(x)
+        x = self.ls1(x, gated(self.linear_tokens.step(h, inputs, step, length), self.gate_tokens, h))
         y, attn = self.encoder_attn.step(x, k, v, mask_bias, self.norm2)
         x = self.ls2(x, y)
         x = self.ls3(x, self.mlp_channels(x, norm=self.norm3))
