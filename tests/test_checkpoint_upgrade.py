@@ -23,7 +23,7 @@ def test_v1_keys_are_renamed_and_versioned(hub):
     assert "encoder.layers.0.mix.norm.alpha" in raw  # the fixture really is version 1
     upgraded = dict(raw)
     hub.models[0].upgrade_state_dict_named(upgraded, "")
-    assert float(upgraded["version"][0]) == 2
+    assert float(upgraded["version"][0]) == 3
     assert torch.equal(upgraded["decoder.layers.0.norm2.alpha"], raw["decoder.layers.0.cross.norm.alpha"])
     assert torch.equal(upgraded["decoder.layers.0.ls2.scale"], raw["decoder.layers.0.cross.layerscale.scale"])
     again = dict(upgraded)
@@ -47,3 +47,58 @@ def test_v1_checkpoint_teacher_forced_logits(hub):
         logits, _ = hub.models[0](src, (src != hub.src_dict.pad()).sum(1), prev)
     reference = torch.load(FIXTURE / "tf_logits.pt", weights_only=True)
     assert (logits - reference).abs().max() <= 1e-5
+
+
+def _small(**options):
+    from helpers import build_model
+
+    from fairseq_resmlp.models.resmlp import resmlp_small
+
+    sizes = dict(encoder_embed_dim=16, decoder_embed_dim=16, encoder_ffn_embed_dim=24, decoder_ffn_embed_dim=24)
+    sizes.update(max_source_positions=16, max_target_positions=16)
+    return build_model(resmlp_small, seed=3, **sizes, **options)
+
+
+def _outputs(model):
+    src = torch.tensor([[7, 8, 9, 10, 2], [1, 1, 11, 12, 2]])
+    prev = torch.tensor([[2, 7, 8, 9], [2, 10, 11, 1]])
+    with torch.no_grad():
+        return model(src, torch.tensor([5, 3]), prev)[0]
+
+
+def test_resmlp_small_checkpoint_from_before_the_gate_loads_without_gates():
+    """resmlp_small turned --token-mixing-gate on by default with state-dict version 3: a checkpoint of version 2 (no
+    gate weights, no value for the option) builds with the new default and must load as it was trained: ungated,
+    with its outputs unchanged, and recorded as ungated (re-saving, exporting and averaging see the truth)."""
+    trained = _small(token_mixing_gate=False)
+    old = {k: v for k, v in trained.state_dict().items()}
+    old["version"] = torch.tensor([2.0])
+    model = _small()  # the option absent, as in the old checkpoint's config: resmlp_small's default applies
+    assert model.encoder.layers[0].gate_tokens is not None
+    model.load_state_dict(old)
+    assert all(layer.gate_tokens is None for layer in [*model.encoder.layers, *model.decoder.layers])
+    assert model.cfg.token_mixing_gate is False
+    assert not any("gate_tokens" in k for k in model.state_dict())
+    assert float(model.state_dict()["version"][0]) == 3
+    torch.testing.assert_close(_outputs(model.eval()), _outputs(trained), rtol=0, atol=0)
+
+
+def test_gated_checkpoint_and_current_checkpoints_keep_their_gates():
+    gated = _small()
+    state = gated.state_dict()
+    assert float(state["version"][0]) == 3 and any("gate_tokens" in k for k in state)
+    with torch.no_grad():
+        for layer in gated.encoder.layers:
+            layer.gate_tokens.weight.normal_()
+    again = _small()
+    again.load_state_dict(gated.state_dict())
+    torch.testing.assert_close(_outputs(again), _outputs(gated), rtol=0, atol=0)
+    # A version-3 checkpoint without gates while the options ask for them is a real mismatch: refused, not dropped.
+    plain = _small(token_mixing_gate=False).state_dict()
+    with pytest.raises(RuntimeError, match="gate_tokens"):
+        _small().load_state_dict(plain)
+    # An old checkpoint loaded into a model built without gates: nothing to drop.
+    old = dict(plain, version=torch.tensor([2.0]))
+    ungated = _small(token_mixing_gate=False)
+    ungated.load_state_dict(old)
+    assert ungated.cfg.token_mixing_gate is False

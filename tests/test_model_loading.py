@@ -51,10 +51,10 @@ def test_upgrade_of_a_prefixed_version_1_state_dict(raw_v1):
     prefixed = {f"model.{k}": v for k, v in raw_v1.items()}
     model.upgrade_state_dict_named(prefixed, "model")
     assert "model.encoder.layers.0.norm1.alpha" in prefixed and "model.encoder.layers.0.mix.norm.alpha" not in prefixed
-    assert prefixed["model.version"].dtype == torch.float32 and prefixed["model.version"].tolist() == [2.0]
+    assert prefixed["model.version"].dtype == torch.float32 and prefixed["model.version"].tolist() == [3.0]
     plain = dict(raw_v1)
     model.upgrade_state_dict_named(plain, "")
-    assert plain["version"].dtype == torch.float32 and plain["version"].tolist() == [2.0]
+    assert plain["version"].dtype == torch.float32 and plain["version"].tolist() == [3.0]
 
 
 def test_load_state_dict_is_strict_by_default_and_reports_keys():

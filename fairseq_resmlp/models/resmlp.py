@@ -24,7 +24,11 @@ from .resmlp_encoder import ResMLPEncoder
 
 # Version 2 renamed the residual-branch wrappers to the paper's / timm's per-sublayer names. Checkpoints written
 # with version 1 (fairseq-resmlp 0.1.0) are upgraded on load by these prefix renames, per layer.
-STATE_DICT_VERSION = 2
+# Version 3 came with --token-mixing-gate, on by default in resmlp_small since: an older checkpoint has no gate
+# weights and no value for the option, so the architecture's new default would add gates it never trained; it is
+# loaded without them (ResMLPModel.load_state_dict).
+STATE_DICT_VERSION = 3
+GATE_VERSION = 3
 _V1_RENAMES = {
     "encoder": {"mix.norm.": "norm1.", "mix.layerscale.": "ls1.", "mlp.norm.": "norm2.", "mlp.layerscale.": "ls2."},
     "decoder": {
@@ -114,12 +118,28 @@ class ResMLPModel(FairseqEncoderDecoderModel):
 
     def load_state_dict(self, state_dict: Dict[str, Tensor], strict: bool = True, model_cfg=None, args=None):
         """Load weights, with a clear error when the checkpoint's vocabulary or sizes differ from the data's."""
+        self._drop_gates_for_older_checkpoint(state_dict)
         self.upgrade_state_dict_named(state_dict, "")
         self._check_shapes(state_dict)
         result = super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
         if safe_getattr(self.cfg, "int8", False):
             quantize_int8(self)  # after the float weights are in: quantization reads them
         return result
+
+    def _drop_gates_for_older_checkpoint(self, state_dict: Dict[str, Tensor]) -> None:
+        """A checkpoint written before ``--token-mixing-gate`` existed (state-dict version < 3, no gate weights) was
+        trained without gates: remove the gates that the architecture's current default (resmlp_small) added."""
+        version = state_dict.get("version")
+        if version is not None and float(version.reshape(-1)[0]) >= GATE_VERSION:
+            return
+        if any(".gate_tokens." in key for key in state_dict):
+            return
+        layers = [*self.encoder.layers, *self.decoder.layers]
+        if all(layer.gate_tokens is None for layer in layers):
+            return
+        for layer in layers:
+            layer.gate_tokens = None
+        self.cfg.token_mixing_gate = False  # re-saved, exported or averaged as what it is
 
     @classmethod
     def from_pretrained(
@@ -218,8 +238,9 @@ def resmlp_12(cfg) -> None:
 @register_model_architecture("resmlp", "resmlp_small")
 def resmlp_small(cfg) -> None:
     """For ~30k-200k sentence pairs, like fairseq's transformer_iwslt_de_en: MLP 1024, 4 heads, dropout 0.3,
-    LayerNorm pre-normalisation, sinusoidal positions, dropout 0.1 on attention and MLP activations, and
-    shift-invariant (Toeplitz) token mixing, chosen on validation BLEU (measurements in docs/benchmarks.md)."""
+    LayerNorm pre-normalisation, sinusoidal positions, dropout 0.1 on attention and MLP activations,
+    shift-invariant (Toeplitz) token mixing and the token-mixing gate, chosen on validation BLEU (measurements in
+    docs/benchmarks.md)."""
     _set_defaults(
         cfg,
         encoder_ffn_embed_dim=1024,
@@ -231,6 +252,7 @@ def resmlp_small(cfg) -> None:
         norm_type="layernorm",
         positional_embeddings="sinusoidal",
         token_mixing_matrix="toeplitz",
+        token_mixing_gate=True,
     )
     resmlp_6(cfg)
 

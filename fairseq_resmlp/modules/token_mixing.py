@@ -67,6 +67,11 @@ TOKEN_MIXING_INITS: Dict[str, Callable[[Tensor, Tensor], None]] = {
 }
 
 
+def _is_exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.7
+    return bool(is_exporting and is_exporting())
+
+
 # The --token-mixing-matrix choices.
 TOKEN_MIXING_MATRICES = ("full", "toeplitz", "full_plus_toeplitz")
 
@@ -136,10 +141,19 @@ class TokenMixing(nn.Module):
     def matrix(self, length: int) -> Tensor:
         """The top-left ``length x length`` block of A (upper triangle not yet masked in the causal case)."""
         w: Optional[Tensor] = None
-        if self.weight is not None:
-            w = self.weight[:length, :length]
+        if _is_exporting():
+            # Copies, not views, under torch.export: whether a view [:length, :length] is contiguous depends on
+            # length == max_positions, and the guard that export records would refuse the longest source.
+            index = torch.arange(length, device=self.bias.device)
+            if self.weight is not None:
+                w = self.weight.index_select(0, index).index_select(1, index)
+            offsets = self.offsets.index_select(0, index).index_select(1, index) if self.relative is not None else None
+        else:
+            if self.weight is not None:
+                w = self.weight[:length, :length]
+            offsets = self.offsets[:length, :length] if self.relative is not None else None
         if self.relative is not None:
-            shifted = self.relative[self.offsets[:length, :length]]
+            shifted = self.relative[offsets]
             w = shifted if w is None else w + shifted
         assert w is not None
         return w
