@@ -125,3 +125,19 @@ def v1_data_dir(tmp_path_factory) -> Path:
     for name in ("dict.src.txt", "dict.tgt.txt"):
         shutil.copy(V1_CHECKPOINT_DIR / name, data / name)
     return data
+
+
+@pytest.fixture
+def export_calls(monkeypatch):
+    """``export_model`` as the export command calls it, recorded instead of run (the model.json it would describe is
+    returned, so the command's summary line is the real one). For the command's loading tests in test_export*.py."""
+    import fairseq_resmlp.export as export_module
+
+    calls = []
+
+    def recording_export(model, out_dir):
+        calls.append((model, out_dir))
+        return export_module._describe(model)
+
+    monkeypatch.setattr(export_module, "export_model", recording_export)
+    return calls

@@ -206,22 +206,6 @@ def test_export_with_positions_and_layernorm(tmp_path):
 # The command's loading, in this process; the export itself replaced by a recorder (the tests above export).
 
 
-@pytest.fixture
-def export_calls(monkeypatch):
-    """``export_model`` as the command calls it, recorded instead of run (the model.json it would describe is
-    returned, so the command's summary line is the real one)."""
-    import fairseq_resmlp.export as export_module
-
-    calls = []
-
-    def recording_export(model, out_dir):
-        calls.append((model, out_dir))
-        return export_module._describe(model)
-
-    monkeypatch.setattr(export_module, "export_model", recording_export)
-    return calls
-
-
 def export_main(capsys, *args) -> str:
     """Run the command in this process; returns its summary line on stderr."""
     from fairseq_resmlp.export import main

@@ -27,19 +27,6 @@ def hub(v1_data_dir):
     return load_v1_hub(v1_data_dir)
 
 
-@pytest.fixture
-def export_calls(monkeypatch):
-    """``export_model`` recorded instead of run (the export itself is tested below and in test_export.py)."""
-    calls = []
-
-    def recording_export(model, out_dir):
-        calls.append((model, out_dir))
-        return export_module._describe(model)
-
-    monkeypatch.setattr(export_module, "export_model", recording_export)
-    return calls
-
-
 def fixture_state() -> dict:
     return torch.load(CHECKPOINT, map_location="cpu", weights_only=False)
 
