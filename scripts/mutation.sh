@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation testing with mutmut (not run in CI: it takes hours on one core for the whole plugin). Installs mutmut
+# Mutation testing with mutmut (not run in CI as a whole: the plugin takes hours on one core; CI runs the small
+# target ci, through scripts/mutation_ci.sh). Installs mutmut
 # into $MUTMUT_SITE (default /tmp/mut-site) if missing, runs it in a scratch copy of the repository
 # ($MUTATION_DIR, default /tmp/resmlp-mutation, -tools or -data_prep; kept between runs, so an interrupted run goes on where it
 # stopped) and prints the score of every module.
@@ -9,7 +10,9 @@
 #   tools             the evaluation and averaging code (fairseq_resmlp_tools/average.py, eval_checks.py,
 #                     tokenized_bleu.py, evaluate.py) with their tests that train nothing (-m "not slow")
 #   data_prep         data_prep/stages.py and clean.py with the data_prep tests that need no shared data or fairseq
-# mutmut 3 reads only setup.cfg, so for tools and data_prep the script writes their section into the scratch copy.
+#   ci                the small subset CI runs (scripts/mutation_ci.sh; a few minutes): fairseq_resmlp_tools/average.py,
+#                     fairseq_resmlp/modules/affine.py and channel_mlp.py with their fast unit tests
+# mutmut 3 reads only setup.cfg, so for tools, data_prep and ci the script writes their section into the scratch copy.
 #
 #   bash scripts/mutation.sh                                      # every mutant of the plugin
 #   bash scripts/mutation.sh "fairseq_resmlp.modules.token_mixing.*"   # one module (mutmut's name globs)
@@ -25,8 +28,8 @@ python="$venv/bin/python"
 [ -x "$python" ] || python="$(command -v python3)"
 site="${MUTMUT_SITE:-/tmp/mut-site}"
 target="${MUTATION_TARGET:-plugin}"
-case "$target" in plugin | tools | data_prep) ;; *)
-    echo "MUTATION_TARGET=$target: choose plugin, tools or data_prep" >&2
+case "$target" in plugin | tools | data_prep | ci) ;; *)
+    echo "MUTATION_TARGET=$target: choose plugin, tools, data_prep or ci" >&2
     exit 2
     ;;
 esac
@@ -76,6 +79,31 @@ pytest_add_cli_args_test_selection =
     tests/test_evaluate.py
     tests/test_evaluate_bad_input.py
     tests/test_checkpoint_faults.py
+EOF
+elif [ "$target" = ci ]; then
+    # Small modules whose tests take a second and whose survivors are all explained (tests/mutation_ci_survivors.txt).
+    # The incremental-decoding contract (perturbed weights, nonzero biases) kills a folded Affine that drops fc1's bias.
+    cat > setup.cfg <<EOF
+[mutmut]
+source_paths =
+    fairseq_resmlp/
+    fairseq_resmlp_tools/
+also_copy =
+$(others fairseq_resmlp)
+only_mutate =
+    fairseq_resmlp_tools/average.py
+    fairseq_resmlp/modules/affine.py
+    fairseq_resmlp/modules/channel_mlp.py
+$common
+    -m
+    not slow
+pytest_add_cli_args_test_selection =
+    tests/test_average.py
+    tests/test_modules.py
+    tests/test_contracts.py::test_wrong_options_are_clear_errors
+    tests/test_contracts.py::test_initial_values
+    tests/test_contracts.py::test_every_dropout_can_be_named_for_retain_dropout_modules
+    tests/test_contracts.py::test_incremental_decoding_equals_full_decoding[resmlp-no-beam-size]
 EOF
 elif [ "$target" = data_prep ]; then
     # Left out: what needs the shared data or fairseq, and the cases of the re-run matrix that take the same

@@ -150,17 +150,19 @@ def test_folded_affine_linear_equals_unfolded():
 
     torch.manual_seed(0)
     norm = Affine(8)
+    mlp = ChannelMLP(8, 4, 0.0)  # fewer weights (32) than activations: the folded path is taken
     with torch.no_grad():
         norm.alpha.normal_()
         norm.beta.normal_()
-    mlp = ChannelMLP(8, 4, 0.0)  # fewer weights (32) than activations: the folded path is taken
+        mlp.fc1.bias.normal_()  # the folded path adds the bias itself: a zero bias would hide its loss
     x = torch.randn(5, 3, 8, requires_grad=True)
     assert x.numel() > mlp.fc1.weight.numel()
     folded = mlp(x, norm=norm)
     plain = mlp(norm(x))
     assert torch.allclose(folded, plain, atol=1e-5)
-    grads = torch.autograd.grad(folded.sum(), [x, norm.alpha, norm.beta, mlp.fc1.weight])
-    plain_grads = torch.autograd.grad(plain.sum(), [x, norm.alpha, norm.beta, mlp.fc1.weight])
+    params = [x, norm.alpha, norm.beta, mlp.fc1.weight, mlp.fc1.bias]
+    grads = torch.autograd.grad(folded.sum(), params)
+    plain_grads = torch.autograd.grad(plain.sum(), params)
     for g, h in zip(grads, plain_grads):
         assert torch.allclose(g, h, atol=1e-5)
 
