@@ -70,14 +70,14 @@ def test_resmlp_small_checkpoint_from_before_the_gate_loads_without_gates():
     """resmlp_small turned --token-mixing-gate on by default with state-dict version 3: a checkpoint of version 2 (no
     gate weights, no value for the option) builds with the new default and must load as it was trained: ungated,
     with its outputs unchanged, and recorded as ungated (re-saving, exporting and averaging see the truth)."""
-    trained = _small(token_mixing_gate=False)
+    trained = _small(token_mixing_gate="none")
     old = {k: v for k, v in trained.state_dict().items()}
     old["version"] = torch.tensor([2.0])
     model = _small()  # the option absent, as in the old checkpoint's config: resmlp_small's default applies
     assert model.encoder.layers[0].gate_tokens is not None
     model.load_state_dict(old)
     assert all(layer.gate_tokens is None for layer in [*model.encoder.layers, *model.decoder.layers])
-    assert model.cfg.token_mixing_gate is False
+    assert model.cfg.token_mixing_gate == "none"
     assert not any("gate_tokens" in k for k in model.state_dict())
     assert float(model.state_dict()["version"][0]) == 3
     torch.testing.assert_close(_outputs(model.eval()), _outputs(trained), rtol=0, atol=0)
@@ -94,11 +94,29 @@ def test_gated_checkpoint_and_current_checkpoints_keep_their_gates():
     again.load_state_dict(gated.state_dict())
     torch.testing.assert_close(_outputs(again), _outputs(gated), rtol=0, atol=0)
     # A version-3 checkpoint without gates while the options ask for them is a real mismatch: refused, not dropped.
-    plain = _small(token_mixing_gate=False).state_dict()
+    plain = _small(token_mixing_gate="none").state_dict()
     with pytest.raises(RuntimeError, match="gate_tokens"):
         _small().load_state_dict(plain)
     # An old checkpoint loaded into a model built without gates: nothing to drop.
     old = dict(plain, version=torch.tensor([2.0]))
-    ungated = _small(token_mixing_gate=False)
+    ungated = _small(token_mixing_gate="none")
     ungated.load_state_dict(old)
-    assert ungated.cfg.token_mixing_gate is False
+    assert ungated.cfg.token_mixing_gate == "none"
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [([], "linear"), (["--token-mixing-gate", "none"], "none"), (["--token-mixing-gate", "linear"], "linear")],
+)
+def test_resmlp_small_gate_can_be_turned_off_on_fairseqs_command_line(given, expected):
+    """The option is a choice, not a flag: fairseq turns a bool option into store_true, which could only turn the
+    gate on; the paper's block on resmlp_small's recipe needs --token-mixing-gate none."""
+    from fairseq import options
+
+    from fairseq_resmlp_tools.fairseq_io import user_dir
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, ["data-bin", "--user-dir", str(user_dir()), "--task", "translation", "--arch", "resmlp_small", *given]
+    )
+    assert args.token_mixing_gate == expected

@@ -133,7 +133,7 @@ def test_export_small_model_with_symbols_beyond_ascii_under_a_c_locale(tmp_path)
 
 @pytest.mark.parametrize(
     "options",
-    [dict(), dict(token_mixing_matrix="toeplitz", positional_embeddings="sinusoidal", token_mixing_gate=True)],
+    [dict(), dict(token_mixing_matrix="toeplitz", positional_embeddings="sinusoidal", token_mixing_gate="linear")],
     ids=["paper-block", "toeplitz-gate"],
 )
 def test_exported_encoder_takes_the_longest_source_the_model_takes(tmp_path, options):

@@ -373,7 +373,7 @@ def test_token_mixing_gate_starts_at_one_and_multiplies_the_mixing(layer_type):
 
     def layer(gate: bool):
         torch.manual_seed(0)
-        cfg = argparse.Namespace(token_mixing_gate=gate, norm_type="layernorm")
+        cfg = argparse.Namespace(token_mixing_gate="linear" if gate else "none", norm_type="layernorm")
         resmlp_tiny(cfg)
         build = ResMLPEncoderLayer if layer_type == "encoder" else ResMLPDecoderLayer
         return build(cfg, max_positions=8).eval()

@@ -178,7 +178,7 @@ VARIANTS = {
     "small-positions-1-layer": dict(arch="resmlp_small", decoder_layers=1, positional_embeddings="sinusoidal"),
     "small-full-matrix": dict(arch="resmlp_small", token_mixing_matrix="full_plus_toeplitz"),
     "tiny-affine": dict(arch="resmlp_tiny"),
-    "small-gated": dict(arch="resmlp_small", token_mixing_gate=True),
+    "small-gated": dict(arch="resmlp_small", token_mixing_gate="linear"),
 }
 
 

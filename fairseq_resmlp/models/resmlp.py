@@ -24,7 +24,7 @@ from .resmlp_encoder import ResMLPEncoder
 
 # Version 2 renamed the residual-branch wrappers to the paper's / timm's per-sublayer names. Checkpoints written
 # with version 1 (fairseq-resmlp 0.1.0) are upgraded on load by these prefix renames, per layer.
-# Version 3 came with --token-mixing-gate, on by default in resmlp_small since: an older checkpoint has no gate
+# Version 3 came with --token-mixing-gate, 'linear' by default in resmlp_small since: an older checkpoint has no gate
 # weights and no value for the option, so the architecture's new default would add gates it never trained; it is
 # loaded without them (ResMLPModel.load_state_dict).
 STATE_DICT_VERSION = 3
@@ -139,7 +139,7 @@ class ResMLPModel(FairseqEncoderDecoderModel):
             return
         for layer in layers:
             layer.gate_tokens = None
-        self.cfg.token_mixing_gate = False  # re-saved, exported or averaged as what it is
+        self.cfg.token_mixing_gate = "none"  # re-saved, exported or averaged as what it is
 
     @classmethod
     def from_pretrained(
@@ -252,7 +252,7 @@ def resmlp_small(cfg) -> None:
         norm_type="layernorm",
         positional_embeddings="sinusoidal",
         token_mixing_matrix="toeplitz",
-        token_mixing_gate=True,
+        token_mixing_gate="linear",
     )
     resmlp_6(cfg)
 

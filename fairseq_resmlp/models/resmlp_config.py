@@ -15,6 +15,8 @@ NORM_TYPE_CHOICES = ChoiceEnum(["affine", "layernorm"])
 TOKEN_MIXING_INIT_CHOICES = ChoiceEnum(list(TOKEN_MIXING_INITS))
 TOKEN_MIXING_MATRIX_CHOICES = ChoiceEnum(list(TOKEN_MIXING_MATRICES))
 POSITIONAL_EMBEDDINGS_CHOICES = ChoiceEnum(["none", "sinusoidal"])
+# A choice, not a flag: fairseq makes a bool option a store_true flag, which could not turn off resmlp_small's gate.
+TOKEN_MIXING_GATE_CHOICES = ChoiceEnum(["none", "linear"])
 
 
 @dataclass
@@ -88,12 +90,13 @@ class ResMLPConfig(FairseqDataclass):
         default=0.0,
         metadata={"help": "dropout on the entries of the token-mixing matrix A while training (DropConnect)"},
     )
-    token_mixing_gate: bool = field(
-        default=False,
+    token_mixing_gate: TOKEN_MIXING_GATE_CHOICES = field(  # type: ignore[valid-type]
+        default="none",
         metadata={
-            "help": "multiply the token-mixing output by a gate computed from the same position's input, "
+            "help": "'linear': multiply the token-mixing output by a gate computed from the same position's input, "
             "A h * (h W_g + b_g), as gMLP's spatial gating unit: input-dependent mixing, d^2 + d parameters per "
-            "layer; the gate starts at 1, so training starts from the ungated block"
+            "layer; the gate starts at 1, so training starts from the ungated block (resmlp_small's default); "
+            "'none': the paper's block"
         },
     )
     positional_embeddings: POSITIONAL_EMBEDDINGS_CHOICES = field(  # type: ignore[valid-type]

@@ -3,7 +3,7 @@
 Names follow the paper and timm: ``norm1 -> linear_tokens -> ls1`` (token mixing), ``norm2 -> encoder_attn -> ls2``
 (decoder only), then ``norm -> mlp_channels -> ls`` (channel MLP). ``LayerScale`` performs the residual add.
 
-``--token-mixing-gate`` multiplies the token-mixing output by a gate computed from the same position's input,
+``--token-mixing-gate linear`` multiplies the token-mixing output by a gate computed from the same position's input,
 ``A h ⊙ (h W_g + b_g)`` (``gate_tokens``), as gMLP's spatial gating unit does: the mixing becomes input-dependent.
 The gate starts at exactly 1 (W_g = 0, b_g = 1), so every gated block starts as the paper's block. It reads one
 position only, so the decoder stays causal and its incremental and fixed-shape steps need no extra state.
@@ -34,9 +34,12 @@ def build_token_mixing(cfg, max_positions: int, causal: bool) -> TokenMixing:
 
 
 def build_token_gate(cfg, dim: int) -> Optional[nn.Linear]:
-    """The ``--token-mixing-gate`` projection, or None (checkpoints that predate the option have no gate)."""
-    if not getattr(cfg, "token_mixing_gate", False):
+    """The ``--token-mixing-gate linear`` projection, or None (checkpoints that predate the option have no gate)."""
+    kind = getattr(cfg, "token_mixing_gate", "none")
+    if kind == "none":
         return None
+    if kind != "linear":
+        raise ValueError(f"--token-mixing-gate must be 'none' or 'linear', got {kind!r}")
     gate = nn.Linear(dim, dim)
     # Gate = 1 at the start: the block is the ungated one until W_g learns (gMLP starts its gate near 1 too).
     nn.init.zeros_(gate.weight)

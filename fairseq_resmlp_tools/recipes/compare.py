@@ -3,7 +3,7 @@
     resmlp-compare --data prepared/multi30k-en-de --out runs/compare-en-de --minutes 5 --seeds 1 2 \
         --config "transformer=transformer_iwslt_de_en" \
         --config "resmlp_small=resmlp_small" \
-        --config "paper_block=resmlp_small --norm-type affine --positional-embeddings none" \
+        --config "paper_block=resmlp_small --norm-type affine --positional-embeddings none --token-mixing-gate none" \
         --config "full_matrix=resmlp_small --token-mixing-matrix full" \
         --baseline transformer --final paper_block --lenpens 1.0 1.5
 
