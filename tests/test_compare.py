@@ -147,6 +147,10 @@ def test_compare_end_to_end_on_the_cpu(tmp_path):
     for name in ("base", "toeplitz"):
         v = record["validation"][name]
         assert len(v["per_seed"]) == 2 and v["updates_mean"] == 12
+        # --average-last 1: each run's one kept (and averaged) epoch checkpoint, shown in the table
+        for seed, epochs in zip((1, 2), v["averaged_epochs"]):
+            kept = sorted(p.name for p in (out / "runs" / f"{name}-s{seed}").glob("checkpoint[0-9]*.pt"))
+            assert kept == [f"checkpoint{e}.pt" for e in epochs] and len(epochs) == 1
         assert sorted(v["per_lenpen"]) == ["1", "3"] and v["lenpen"] in (1.0, 3.0)
         assert v["bleu"] == v["per_lenpen"][f"{v['lenpen']:g}"]  # the chosen one is the best mean
         assert v["bleu"]["mean"] == max(m["mean"] for m in v["per_lenpen"].values())
@@ -220,6 +224,23 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
     assert record["validation"]["base"]["per_lenpen"]["0.5"]["mean"] == 30.5
     table = (tmp_path / "out" / "compare.md").read_text()
     assert "| mlp | 2 | 32.00 |" in table and "The test phase has not finished" in table
+    assert record["validation"]["mlp"]["averaged_epochs"] == [[], []]  # faked runs: no checkpoints
+
+
+def test_table_shows_the_averaged_epochs_and_says_when_they_differ():
+    def config(epochs):
+        spread = {"mean": 30.0, "min": 30.0, "max": 30.0, "std": 0.0}
+        return {"bleu": spread, "per_seed": [30.0], "lenpen": 1.0, "valid_loss_mean": 4.0, "updates_mean": 100,
+                "averaged_epochs": epochs}  # fmt: skip
+
+    record = {"title": "t", "baseline": "a", "best": "b", "lenpens": [1.0], "test_split": None,
+              "validation": {"a": config([[4, 8, 12], [6, 8, 10]]), "b": config([[12, 16, 20]])}}  # fmt: skip
+    table = compare.format_tables(record)
+    assert "| a (baseline) | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 4.000 | 100 | 4-12, 6-10 |" in table
+    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 4.000 | 100 | 12-20 |" in table
+    assert "The runs averaged different epochs" in table
+    record["validation"] = {"a": config([[12, 16, 20]]), "b": config([[12, 16, 20]])}
+    assert "The runs averaged different epochs" not in compare.format_tables(record)
 
 
 def test_choose_lenpen_takes_the_best_mean_and_the_first_of_equals():

@@ -52,6 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import write_json_atomic, write_text_atomic
+from fairseq_resmlp_tools.average import last_checkpoints
 from fairseq_resmlp_tools.evaluate import read_lines  # the references exactly as resmlp-evaluate read them
 from fairseq_resmlp_tools.fairseq_io import die_with_parent, read_json_log
 from fairseq_resmlp_tools.recipes import small, steps
@@ -178,6 +179,22 @@ def training_summary(log: Path) -> Dict[str, Any]:
     return {"updates": updates, "valid_loss": valid_loss}
 
 
+def averaged_epochs(run: Path, average_last: int) -> List[int]:
+    """The epochs the run's average was made of, chosen as the recipe's averaging step chose them (the last
+    ``--average-last`` epoch checkpoints; the recipe keeps no others); [] for ``--average-last 0`` or none found."""
+    if average_last < 1:
+        return []
+    try:
+        paths = last_checkpoints(run, average_last, by="epoch", allow_fewer=True)
+    except ToolError:
+        return []
+    return [int(p.stem[len("checkpoint") :]) for p in paths]
+
+
+def epoch_window(epochs: Sequence[int]) -> str:
+    return f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else (str(epochs[0]) if epochs else "-")
+
+
 def mean_spread(values: Sequence[float]) -> Dict[str, float]:
     return {
         "mean": statistics.fmean(values),
@@ -210,8 +227,9 @@ def format_tables(record: Dict[str, Any]) -> str:
         "",
         "## Validation (the choice is made here)",
         "",
-        "| configuration | seeds | valid BLEU mean | min-max | per seed | lenpen | valid loss | updates |",
-        "|---|---|---:|---:|---|---:|---:|---:|",
+        "| configuration | seeds | valid BLEU mean | min-max | per seed | lenpen | valid loss | updates "
+        "| averaged epochs |",
+        "|---|---|---:|---:|---|---:|---:|---:|---|",
     ]
     for name, c in record["validation"].items():
         b = c["bleu"]
@@ -220,8 +238,15 @@ def format_tables(record: Dict[str, Any]) -> str:
         lines.append(
             f"| {name}{' (baseline)' if name == record['baseline'] else ''} | {len(c['per_seed'])} | {b['mean']:.2f} "
             f"| {b['min']:.2f}-{b['max']:.2f} | {per_seed} | {c['lenpen']:g} | {'-' if loss is None else f'{loss:.3f}'} "
-            f"| {c['updates_mean']:.0f} |"
+            f"| {c['updates_mean']:.0f} | {', '.join(epoch_window(e) for e in c.get('averaged_epochs', []))} |"
         )
+    windows = {tuple(e) for c in record["validation"].values() for e in c.get("averaged_epochs", [])}
+    if len(windows) > 1:
+        lines += [
+            "",
+            "The runs averaged different epochs: a configuration that reached fewer epochs in the same time averages "
+            "earlier checkpoints (a smaller --save-interval narrows the difference).",
+        ]
     if len(record["lenpens"]) > 1:
         lines += [
             "",
@@ -333,7 +358,7 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
                 per_lenpen.setdefault(lenpen, []).append(
                     load_score(lenpen_score_file(d, args.valid_split, lenpen))["bleu"]
                 )
-            summaries.append(training_summary(d / "train.log"))
+            summaries.append({**training_summary(d / "train.log"), "epochs": averaged_epochs(d, args.average_last)})
         chosen = choose_lenpen(per_lenpen)
         losses = [s["valid_loss"] for s in summaries if s["valid_loss"] is not None]
         validation[name] = {
@@ -345,6 +370,7 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
             "bleu": mean_spread(per_lenpen[chosen]),
             "valid_loss_mean": statistics.fmean(losses) if losses else None,
             "updates_mean": statistics.fmean(s["updates"] for s in summaries),
+            "averaged_epochs": [s["epochs"] for s in summaries],
         }
     best = max((n for n in configs if n != args.baseline), key=lambda n: validation[n]["bleu"]["mean"])
     finals = [args.baseline, best] + [n for n in args.final if n not in (args.baseline, best)]
