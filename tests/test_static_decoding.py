@@ -15,7 +15,7 @@ from fairseq.sequence_generator import SequenceGenerator
 from helpers import V1_CHECKPOINT_DIR, build_model, load_v1_hub, perturbed, random_tokens
 
 from fairseq_resmlp.models import resmlp
-from fairseq_resmlp.models.static_decoding import _pow2_at_least
+from fairseq_resmlp.models.static_decoding import _Buffers, _pow2_at_least
 
 FIXTURE = V1_CHECKPOINT_DIR
 # On a GPU machine the same tests check the CUDA-graph replay ("auto"); on the CPU the fixed-shape step runs eagerly.
@@ -256,4 +256,208 @@ def test_buffers_are_reused_by_generations_that_fit():
     generate_with(model, random_sample(model, [4, 2], seed=2), MODE, beam_size=2)  # smaller
     assert static._buffers is buffers
     generate_with(model, random_sample(model, [20, 3], seed=3), MODE, beam_size=2)  # a longer source
-    assert static._buffers is not buffers and static._buffers.src_len == 32
+    grown = static._buffers
+    assert grown is not buffers and (grown.rows, grown.sentences, grown.src_len) == (8, 4, 32)  # rows kept
+    generate_with(model, random_sample(model, [7, 3, 5], seed=4), MODE, beam_size=2)  # fits the grown buffers
+    assert static._buffers is grown
+
+
+def steps_with_reorders(model, mode, enc, prev, reorders):
+    """Decode ``prev`` (B x T) step by step in ``mode``; before step t, beam-search-reorder by ``reorders[t]``
+    (every module, as fairseq's generator does). Returns the scores and attention of each step (B_t x 1 x ...)."""
+    model.decoder.static_decoding.mode = mode
+    state: dict = {}
+    rows = torch.arange(prev.size(0), device=DEVICE)
+    out = []
+    for t in range(prev.size(1)):
+        if t in reorders:
+            order = torch.tensor(reorders[t], device=DEVICE)
+            model.decoder.reorder_incremental_state_scripting(state, order)
+            enc = model.encoder.reorder_encoder_out(enc, order)
+            rows = rows[order]
+        scores, extra = model.decoder(prev[rows, : t + 1], encoder_out=enc, incremental_state=state)
+        out.append((scores, extra["attn"][0]))
+    return out
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_fixed_shape_steps_follow_reorders_in_float64(beam):
+    """Reorders as beam search makes them, step by step: hypotheses permuted within their sentences (and, one per
+    sentence, across the batch), finished sentences dropped, every sentence's row set shrinking to the front."""
+    model = untrained(**VARIANTS["small-positions-1-layer"])
+    src = random_sample(model, [7, 3, 5])["net_input"]
+    prev = torch.randint(4, len(model.decoder.dictionary), (3 * beam, 6), generator=torch.Generator().manual_seed(7))
+    if beam == 1:  # rows are sentences: any permutation, then sentence 1 finishes, then a shuffle of the rest
+        expand, reorders = [0, 1, 2], {2: [2, 0, 1], 3: [2, 0], 5: [1, 0]}
+    else:  # 2 hypotheses per sentence: swapped within sentences, then sentence 0 finishes and the others swap
+        expand, reorders = [0, 0, 1, 1, 2, 2], {2: [1, 0, 2, 3, 5, 4], 3: [4, 5, 2, 3], 5: [1, 0, 2, 3]}
+    with torch.no_grad():
+        enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+        enc = model.encoder.reorder_encoder_out(enc, torch.tensor(expand, device=DEVICE))  # records the group
+        got, want = (steps_with_reorders(model, mode, enc, prev, reorders) for mode in (MODE, "off"))
+    assert int(enc["beam_group"][0]) == beam
+    for (scores, attn), (want_scores, want_attn) in zip(got, want):
+        torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-12)
+        torch.testing.assert_close(attn, want_attn, rtol=0, atol=1e-12)
+
+
+def test_reorders_that_break_the_beam_groups_are_refused():
+    model = untrained("resmlp_tiny")
+    src = random_sample(model, [7, 3, 5])["net_input"]
+    prev = torch.full((6, 1), model.decoder.dictionary.eos(), device=DEVICE)
+    model.decoder.static_decoding.mode = MODE
+    bad = {
+        # not whole groups: named
+        (0, 1, 2, 3, 4): "beam search reordered 5 hypotheses, not whole groups of 2: the per-sentence key/value "
+        "buffers cannot follow",
+        (0, 2, 1, 3, 4, 5): "",  # a hypothesis moved into another sentence
+        (0, 2, 4, 5): "",  # the same while a sentence leaves
+        (2, 3, 0, 1, 4, 5): "",  # whole sentences swapped, none leaving
+    }
+    for order, message in bad.items():
+        with torch.no_grad():
+            enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+            enc = model.encoder.reorder_encoder_out(enc, torch.tensor([0, 0, 1, 1, 2, 2], device=DEVICE))
+            state: dict = {}
+            model.decoder(prev, encoder_out=enc, incremental_state=state)
+            with pytest.raises(RuntimeError) as e:
+                model.decoder.reorder_incremental_state(state, torch.tensor(order, device=DEVICE))
+        assert not message or str(e.value) == message
+
+
+def test_a_step_past_the_mixing_matrix_is_refused():
+    """The fixed-shape step checks the step itself (the incremental path checks the prefix length)."""
+    model = untrained("resmlp_tiny")  # 32 target positions
+    src = random_sample(model, [3])["net_input"]
+    prev = torch.full((1, 33), model.decoder.dictionary.eos(), device=DEVICE)
+    model.decoder.static_decoding.mode = MODE
+    state: dict = {}
+    with torch.no_grad():
+        enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+        for t in range(32):
+            model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+        with pytest.raises(ValueError) as e:
+            model.decoder(prev, encoder_out=enc, incremental_state=state)
+    assert str(e.value) == "decoding step 32 is beyond the token-mixing matrix (32 positions)"
+
+
+def test_a_beam_group_that_does_not_divide_the_rows_is_ignored():
+    """A ``beam_group`` that does not fit the step's rows: each row is then its own sentence, as without one."""
+    model = untrained(**VARIANTS["small-gated"])
+    src = random_sample(model, [7, 3, 5])["net_input"]
+    prev = torch.randint(4, len(model.decoder.dictionary), (3, 4), generator=torch.Generator().manual_seed(3))
+    outputs = {}
+    with torch.no_grad():
+        enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+        for mode, encoder_out in ((MODE, {**enc, "beam_group": [torch.tensor(2)]}), ("off", enc)):
+            model.decoder.static_decoding.mode = mode
+            state: dict = {}
+            steps = [
+                model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state) for t in range(4)
+            ]
+            outputs[mode] = [torch.cat([s[0] for s in steps], 1), torch.cat([s[1]["attn"][0] for s in steps], 1)]
+    for got, want in zip(outputs[MODE], outputs["off"]):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_buffers_are_made_on_the_device_and_in_the_dtype_asked():
+    """On a GPU, a buffer (or the positions probe) left on the CPU fails at the first step; here the meta device
+    stands in for the GPU. The model is float32, the buffers asked for float64: each must be in that dtype."""
+    meta = torch.device("meta")
+    for positions in ("sinusoidal", "learned"):
+        decoder = build_model(positional_embeddings=positions).decoder.to(meta)
+        inputs = []
+        hooks = [m.register_forward_pre_hook(lambda _, args, seen=inputs: seen.extend(args)) for m in decoder.modules()]
+        buffers = _Buffers(decoder, rows=4, sentences=2, src_len=16, device=meta, dtype=torch.float64)
+        for hook in hooks:
+            hook.remove()
+        floats = [buffers.mask_bias, buffers.positions, *buffers.mix, *buffers.k, *buffers.v]
+        assert len(inputs) > 0 and {t.device for t in [buffers.tokens, buffers.step, *floats, *inputs]} == {meta}
+        assert {t.dtype for t in floats} == {torch.float64}
+
+
+def test_steps_run_in_a_few_bucketed_shapes():
+    """On a GPU each shape is one CUDA graph: rows are bucketed to group * 2^k, the prefix and the source lengths
+    to powers of two of at least 16 (at most the matrix's positions and the buffers' source length)."""
+    model = untrained("resmlp_tiny")  # 32 source and target positions
+    static = model.decoder.static_decoding
+    static.mode = MODE
+    shapes = []
+    run = static._run
+    static._run = lambda buffers, *shape: shapes.append(shape) or run(buffers, *shape)
+    with torch.no_grad():
+        # a long source first: the buffers then hold 32 source positions, of which the next batch uses 16
+        for lengths, steps in (([20, 3], 1), ([7, 3, 5], 20)):
+            src = random_sample(model, lengths)["net_input"]
+            enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+            prev = torch.full((len(lengths), steps), model.decoder.dictionary.eos(), device=DEVICE)
+            state: dict = {}
+            for t in range(steps):
+                model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+    del static._run
+    # (rows, prefix length, source length, group)
+    assert shapes == [(2, 16, 32, 1)] + [(4, 16, 16, 1)] * 16 + [(4, 32, 16, 1)] * 4
+
+
+def test_fixed_shape_steps_and_reorders_stay_on_the_device():
+    """The same on a whole generation's steps and reorders (within the beam groups, then a sentence leaving): a
+    tensor made on the CPU among the meta ones fails as it would among CUDA ones."""
+    meta = torch.device("meta")
+    model = build_model(positional_embeddings="sinusoidal").to(meta)
+    model.decoder.static_decoding.mode = "eager"  # CUDA graphs need a GPU
+    prev = torch.full((6, 3), model.decoder.dictionary.eos(), device=meta)
+    with torch.no_grad():
+        enc = model.encoder(torch.full((3, 5), 5, device=meta), src_lengths=torch.tensor([5, 5, 5]))
+        # beam 2, expanded as fairseq's first reorder does (which itself cannot run on meta tensors)
+        enc = {k: [t.repeat_interleave(2, dim=int(k == "encoder_out")) for t in v] for k, v in enc.items()}
+        enc["beam_group"] = [torch.tensor(2)]
+        state: dict = {}
+        out = [model.decoder(prev[:, :1], encoder_out=enc, incremental_state=state)[0]]
+        for t, order in ((2, [1, 0, 2, 3, 5, 4]), (3, [4, 5, 0, 1])):
+            model.decoder.reorder_incremental_state(state, torch.tensor(order, device=meta))
+            out.append(model.decoder(prev[: len(order), :t], encoder_out=enc, incremental_state=state)[0])
+    vocab = len(model.decoder.dictionary)
+    assert [tuple(o.shape) for o in out] == [(6, 1, vocab), (6, 1, vocab), (4, 1, vocab)]
+    assert {o.device for o in out} == {meta}
+    assert model.decoder.static_decoding.steps == 3 and model.decoder.static_decoding.captures == 0  # no graphs
+
+
+def test_fixed_shape_steps_are_for_inference_only():
+    """Training (dropout) and gradients through the decoder (its buffers are written in place) take the
+    incremental path."""
+    model = untrained("resmlp_tiny")
+    static = model.decoder.static_decoding
+    static.mode = "eager"
+    src = random_sample(model, [3, 2])["net_input"]
+    prev = torch.full((2, 1), model.decoder.dictionary.eos(), device=DEVICE)
+    enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+    with torch.no_grad():
+        assert static.applies(prev, enc)
+        assert not static.applies(prev, None) and not static.applies(prev, {**enc, "encoder_out": []})
+        static.mode = "auto"  # CUDA graphs where they can run: not on the CPU
+        assert static.applies(prev, enc) == (DEVICE == "cuda")
+        static.mode = "eager"
+        model.train()
+        assert not static.applies(prev, enc)
+    model.eval()
+    assert torch.is_grad_enabled() and not static.applies(prev, enc)
+    model.decoder(prev, encoder_out=enc, incremental_state={})[0].sum().backward()
+    assert static.steps == 0 and model.decoder.embed_tokens.weight.grad is not None
+
+
+def test_non_finite_leftovers_of_an_earlier_generation_never_leak():
+    """A generation that overflowed (half precision) leaves inf/NaN in the shared buffers: every later one must
+    zero or mask whatever its buckets read (a source bucket of 16 here, then 32)."""
+    model = untrained(**VARIANTS["small-positions-1-layer"])
+    generate_with(model, random_sample(model, [20, 3, 5]), MODE, beam_size=2)
+    buffers = model.decoder.static_decoding._buffers
+    for lengths in ([7, 3], [19, 3]):
+        for t in [*buffers.mix, *buffers.k, *buffers.v, buffers.mask_bias]:
+            t.fill_(float("nan"))
+        sample = random_sample(model, lengths, seed=1)
+        got, want = (generate_with(model, sample, mode, beam_size=2) for mode in (MODE, "off"))
+        assert model.decoder.static_decoding._buffers is buffers
+        for hyps_got, hyps_want in zip(got, want):
+            for x, y in zip(hyps_got, hyps_want):
+                assert x["tokens"].tolist() == y["tokens"].tolist()
+                torch.testing.assert_close(x["positional_scores"], y["positional_scores"], rtol=0, atol=1e-6)
