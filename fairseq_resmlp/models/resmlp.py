@@ -103,8 +103,7 @@ class ResMLPModel(FairseqEncoderDecoderModel):
     def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str) -> None:
         """Rename version-1 parameters (``layers.N.mix.norm.alpha`` -> ``layers.N.norm1.alpha``, ...)."""
         prefix = f"{name}." if name else ""
-        version = state_dict.get(f"{prefix}version")
-        if version is None or float(version.reshape(-1)[0]) < 2:
+        if _state_dict_version(state_dict, prefix) < 2:
             for stack, renames in _V1_RENAMES.items():
                 layers = f"{prefix}{stack}.layers."
                 for key in [k for k in state_dict if k.startswith(layers)]:
@@ -129,8 +128,7 @@ class ResMLPModel(FairseqEncoderDecoderModel):
     def _drop_gates_for_older_checkpoint(self, state_dict: Dict[str, Tensor]) -> None:
         """A checkpoint written before ``--token-mixing-gate`` existed (state-dict version < 3, no gate weights) was
         trained without gates: remove the gates that the architecture's current default (resmlp_small) added."""
-        version = state_dict.get("version")
-        if version is not None and float(version.reshape(-1)[0]) >= GATE_VERSION:
+        if _state_dict_version(state_dict) >= GATE_VERSION:
             return
         if any(".gate_tokens." in key for key in state_dict):
             return
@@ -199,6 +197,12 @@ class ResMLPModel(FairseqEncoderDecoderModel):
 
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())
+
+
+def _state_dict_version(state_dict: Dict[str, Tensor], prefix: str = "") -> float:
+    """The plugin's state-dict version a checkpoint was written with (1 before the version entry existed)."""
+    version = state_dict.get(f"{prefix}version")
+    return 1.0 if version is None else float(version.reshape(-1)[0])
 
 
 def _set_default(cfg, name: str, value: Any) -> None:
