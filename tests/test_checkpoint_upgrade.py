@@ -7,6 +7,8 @@ import pytest
 import torch
 from helpers import V1_CHECKPOINT_DIR, load_v1_hub
 
+from fairseq_resmlp import ResMLPCheckpointError
+
 FIXTURE = V1_CHECKPOINT_DIR
 
 
@@ -95,8 +97,13 @@ def test_gated_checkpoint_and_current_checkpoints_keep_their_gates():
     torch.testing.assert_close(_outputs(again), _outputs(gated), rtol=0, atol=0)
     # A version-3 checkpoint without gates while the options ask for them is a real mismatch: refused, not dropped.
     plain = _small(token_mixing_gate="none").state_dict()
-    with pytest.raises(RuntimeError, match="gate_tokens"):
+    with pytest.raises(
+        ResMLPCheckpointError, match=r"lacks, first encoder\.layers\.0\.gate_tokens\.weight: .*--token-mixing-gate"
+    ):
         _small().load_state_dict(plain)
+    # And a gated checkpoint into a model built without gates (--model-overrides): one line, not torch's key list.
+    with pytest.raises(ResMLPCheckpointError, match=r"the checkpoint has but this model lacks, first .*gate_tokens"):
+        _small(token_mixing_gate="none").load_state_dict(gated.state_dict())
     # An old checkpoint loaded into a model built without gates: nothing to drop.
     old = dict(plain, version=torch.tensor([2.0]))
     ungated = _small(token_mixing_gate="none")

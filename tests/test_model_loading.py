@@ -64,7 +64,8 @@ def test_load_state_dict_is_strict_by_default_and_reports_keys():
     assert list(result.missing_keys) == [] and list(result.unexpected_keys) == []
     assert torch.equal(model.encoder.layers[0].norm1.alpha, other.encoder.layers[0].norm1.alpha)
     del state["decoder.layers.0.norm1.alpha"]
-    with pytest.raises(RuntimeError, match="Missing key"):
+    with pytest.raises(ResMLPCheckpointError, match=r"^1 parameter\(s\) that this model has but the checkpoint lacks, "
+                       r"first decoder\.layers\.0\.norm1\.alpha: the checkpoint was trained with different model options"):  # fmt: skip
         model.load_state_dict(dict(state))
     assert model.load_state_dict(dict(state), strict=False).missing_keys == ["decoder.layers.0.norm1.alpha"]
 

@@ -119,7 +119,7 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         """Load weights, with a clear error when the checkpoint's vocabulary or sizes differ from the data's."""
         self._drop_gates_for_older_checkpoint(state_dict)
         self.upgrade_state_dict_named(state_dict, "")
-        self._check_shapes(state_dict)
+        self._check_fits(state_dict, strict)
         result = super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
         if safe_getattr(self.cfg, "int8", False):
             quantize_int8(self)  # after the float weights are in: quantization reads them
@@ -166,8 +166,22 @@ class ResMLPModel(FairseqEncoderDecoderModel):
                 quantize_int8(model)
         return hub
 
-    def _check_shapes(self, state_dict: Dict[str, Tensor]) -> None:
+    def _check_fits(self, state_dict: Dict[str, Tensor], strict: bool = True) -> None:
         own = self.state_dict()
+        if strict:
+            # One line naming a parameter, instead of torch's list of every missing or unexpected key.
+            missing = [k for k in own if k not in state_dict]
+            unexpected = [k for k in state_dict if k not in own]
+            for keys, where in (
+                (missing, "this model has but the checkpoint lacks"),
+                (unexpected, "the checkpoint has but this model lacks"),
+            ):
+                if keys:
+                    raise ResMLPCheckpointError(
+                        f"{len(keys)} parameter(s) that {where}, first {keys[0]}: the checkpoint was trained with "
+                        "different model options (e.g. --token-mixing-gate, --token-mixing-matrix, "
+                        "--positional-embeddings)"
+                    )
         vocab = {
             "encoder.embed_tokens.weight": ("source", self.encoder.dictionary),
             "decoder.embed_tokens.weight": ("target", self.decoder.dictionary),
