@@ -25,11 +25,17 @@ def read_results(mutants: Path) -> Dict[str, Optional[int]]:
     return results
 
 
+PLACEHOLDER = "<reason needed: why is it harmless?>"
+
+
 def read_expected(path: Path) -> Dict[str, str]:
+    """{mutant: reason}; a listed mutant without a reason (or with the placeholder this check prints) is refused."""
     expected = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         name, _, reason = line.partition("#")
         if name.strip():
+            if not reason.strip() or reason.strip() == PLACEHOLDER:
+                raise SystemExit(f"{path}:{number}: {name.strip()} is listed without the reason it may survive")
             expected[name.strip()] = reason.strip()
     return expected
 
@@ -70,7 +76,7 @@ def main(mutants: Path, expected_path: Path) -> int:
     print("Changing a mutated module renumbers its mutants (names end in __mutmut_N): then re-read every survivor.")
     print(f"The survivors of this run, as {expected_path} would list them:")
     for name in sorted(survivors):
-        print(f"{name}  # {expected.get(name) or 'TODO: why is it harmless?'}")
+        print(f"{name}  # {expected.get(name) or PLACEHOLDER}")
     return 1
 
 
