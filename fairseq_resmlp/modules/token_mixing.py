@@ -72,6 +72,15 @@ def _is_exporting() -> bool:
     return bool(is_exporting and is_exporting())
 
 
+def _top_left(matrix: Tensor, length: int) -> Tensor:
+    """``matrix[:length, :length]``; a copy under torch.export: whether that view is contiguous depends on
+    ``length == max_positions``, and the guard export records would refuse the longest source."""
+    if _is_exporting():
+        index = torch.arange(length, device=matrix.device)
+        return matrix.index_select(0, index).index_select(1, index)
+    return matrix[:length, :length]
+
+
 # The --token-mixing-matrix choices.
 TOKEN_MIXING_MATRICES = ("full", "toeplitz", "full_plus_toeplitz")
 
@@ -141,19 +150,10 @@ class TokenMixing(nn.Module):
     def matrix(self, length: int) -> Tensor:
         """The top-left ``length x length`` block of A (upper triangle not yet masked in the causal case)."""
         w: Optional[Tensor] = None
-        if _is_exporting():
-            # Copies, not views, under torch.export: whether a view [:length, :length] is contiguous depends on
-            # length == max_positions, and the guard that export records would refuse the longest source.
-            index = torch.arange(length, device=self.bias.device)
-            if self.weight is not None:
-                w = self.weight.index_select(0, index).index_select(1, index)
-            offsets = self.offsets.index_select(0, index).index_select(1, index) if self.relative is not None else None
-        else:
-            if self.weight is not None:
-                w = self.weight[:length, :length]
-            offsets = self.offsets[:length, :length] if self.relative is not None else None
+        if self.weight is not None:
+            w = _top_left(self.weight, length)
         if self.relative is not None:
-            shifted = self.relative[offsets]
+            shifted = self.relative[_top_left(self.offsets, length)]
             w = shifted if w is None else w + shifted
         assert w is not None
         return w
