@@ -123,14 +123,35 @@ def test_small_dry_run_gives_both_architectures_the_same_recipe(toy_data, tmp_pa
         commands[arch] = cmds
     train_r, train_t = commands["resmlp_small"][0], commands["transformer_iwslt_de_en"][0]
     assert option(train_r, "--arch") == "resmlp_small" and option(train_t, "--arch") == "transformer_iwslt_de_en"
-    same = lambda cmd: [c for c in cmd if c not in ("resmlp_small", "transformer_iwslt_de_en") and "/" not in c]  # noqa: E731
+    # The same recipe but for the peak learning rate: each model at its better measured value.
+    assert option(train_r, "--lr") == "0.002" and option(train_t, "--lr") == "0.001"
+    same = lambda cmd: [  # noqa: E731
+        c for c in cmd if c not in ("resmlp_small", "transformer_iwslt_de_en", "0.002", "0.001") and "/" not in c
+    ]
     assert same(train_r) == same(train_t)
     assert option(train_r, "--stop-time-hours") == "0.1" and "--cpu" in train_r and "--fp16" not in train_r
-    assert option(train_r, "--optimizer") == "fused_adam" and option(train_r, "--lr") == "0.001"
+    assert option(train_r, "--optimizer") == "fused_adam"
     assert option(train_r, "--user-dir") == str(user_dir())
     evaluate = commands["resmlp_small"][2]
     assert option(evaluate, "--split") == "test" and option(evaluate, "--beam") == "4"
     assert option(commands["resmlp_small"][1], "--num-epoch-checkpoints") == "5"
+
+
+@pytest.mark.parametrize(
+    "arch, given, expected",
+    [
+        ("resmlp_small", None, "0.002"),
+        ("transformer_iwslt_de_en", None, "0.001"),
+        ("resmlp_mini", None, "0.001"),
+        ("resmlp_small", "0.0007", "0.0007"),
+        ("transformer_iwslt_de_en", "0.0007", "0.0007"),
+    ],
+)
+def test_small_peak_learning_rate_depends_on_the_architecture_unless_given(toy_data, arch, given, expected):
+    argv = ["--arch", arch, "--data", str(toy_data), *(["--lr", given] if given else [])]
+    args = train_small.build_parser().parse_args(argv)
+    cmd = train_small.train_command(args, "src", "tgt", use_gpu=False)
+    assert option(cmd, "--lr") == expected and cmd.count("--lr") == 1
 
 
 def test_small_passes_extra_fairseq_options_last(toy_data, tmp_path, capsys):

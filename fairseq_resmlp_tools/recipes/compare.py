@@ -7,11 +7,12 @@
         --config "full_matrix=resmlp_small --token-mixing-matrix full" \
         --baseline transformer --final paper_block --lenpens 1.0 1.5
 
-Every configuration x seed is one ``resmlp-train-small`` run (same recipe, same ``--minutes`` of training),
-all started at once on the same machine, so each gets the same share of it: equal time means equal GPU time.
-A configuration is ``NAME=ARCH [fairseq-train options]``. Each run averages its last checkpoints and scores the
-**validation** split (``resmlp-evaluate``, beam 4). The choice is made there: the configuration with the best
-mean validation BLEU (the baseline excluded) is a final candidate, with the baseline and every ``--final``.
+Every configuration x seed is one ``resmlp-train-small`` run (same recipe but the architecture's peak learning rate,
+same ``--minutes`` of training), all started at once on the same machine, so each gets the same share of it: equal
+time means equal GPU time. A configuration is ``NAME=ARCH [fairseq-train options]``. Each run averages its last
+checkpoints and scores the **validation** split (``resmlp-evaluate``, beam 4). The choice is made there: the
+configuration with the best mean validation BLEU (the baseline excluded) is a final candidate, with the baseline and
+every ``--final``.
 Only the final candidates are then scored on the test split, once per seed, and each is compared with the
 baseline by sacreBLEU's paired bootstrap resampling (seed i against seed i).
 
