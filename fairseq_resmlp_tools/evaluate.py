@@ -95,6 +95,9 @@ def score(
             "score": bleu_result.score,
             "signature": str(bleu.get_signature()),
             "detail": str(bleu_result),
+            # As numbers too: a BLEU gap can be all length (resmlp-compare reports the ratio per configuration).
+            "brevity_penalty": bleu_result.bp,
+            "length_ratio": bleu_result.sys_len / bleu_result.ref_len if bleu_result.ref_len else 0.0,
         },
         "chrf": {
             "score": chrf_result.score,

@@ -205,7 +205,7 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
             (run / "train.log").write_text('x | INFO | valid | {"valid_loss": "4.5", "valid_num_updates": "100"}\n')
             result = {
                 "generation": {"lenpen": lenpen},
-                "metrics": {"sacrebleu": {"score": bleu[key.split("-")[0]] + lenpen}},
+                "metrics": {"sacrebleu": {"score": bleu[key.split("-")[0]] + lenpen, "length_ratio": lenpen - 0.1}},
                 "files": {"hypotheses": str(run / "h")},
                 "references": str(run / "r"),
             }
@@ -222,6 +222,7 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
     assert record["best"] == "mlp" and record["test"] == {} and record["finals"] == ["base", "mlp"]
     assert record["validation"]["mlp"]["lenpen"] == 1.0 and record["validation"]["mlp"]["per_seed"] == [32.0, 32.0]
     assert record["validation"]["base"]["per_lenpen"]["0.5"]["mean"] == 30.5
+    assert record["validation"]["mlp"]["length_ratio"] == pytest.approx(0.9)  # the chosen lenpen's, not 0.5's
     table = (tmp_path / "out" / "compare.md").read_text()
     assert "| mlp | 2 | 32.00 |" in table and "The test phase has not finished" in table
     assert record["validation"]["mlp"]["averaged_epochs"] == [[], []]  # faked runs: no checkpoints
@@ -231,16 +232,19 @@ def test_table_shows_the_averaged_epochs_and_says_when_they_differ():
     def config(epochs):
         spread = {"mean": 30.0, "min": 30.0, "max": 30.0, "std": 0.0}
         return {"bleu": spread, "per_seed": [30.0], "lenpen": 1.0, "valid_loss_mean": 4.0, "updates_mean": 100,
-                "averaged_epochs": epochs}  # fmt: skip
+                "averaged_epochs": epochs, "length_ratio": 0.9734}  # fmt: skip
 
     record = {"title": "t", "baseline": "a", "best": "b", "lenpens": [1.0], "test_split": None,
               "validation": {"a": config([[4, 8, 12], [6, 8, 10]]), "b": config([[12, 16, 20]])}}  # fmt: skip
     table = compare.format_tables(record)
-    assert "| a (baseline) | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 4.000 | 100 | 4-12, 6-10 |" in table
-    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 4.000 | 100 | 12-20 |" in table
+    assert "| a (baseline) | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 0.973 | 4.000 | 100 | 4-12, 6-10 |" in table
+    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 0.973 | 4.000 | 100 | 12-20 |" in table
+    assert "| length ratio | valid loss |" in table
     assert "The runs averaged different epochs" in table
-    record["validation"] = {"a": config([[12, 16, 20]]), "b": config([[12, 16, 20]])}
-    assert "The runs averaged different epochs" not in compare.format_tables(record)
+    record["validation"] = {"a": config([[12, 16, 20]]), "b": {**config([[12, 16, 20]]), "length_ratio": None}}
+    table = compare.format_tables(record)
+    assert "The runs averaged different epochs" not in table
+    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | - | 4.000 | 100 | 12-20 |" in table  # older results
 
 
 def test_choose_lenpen_takes_the_best_mean_and_the_first_of_equals():

@@ -5,6 +5,7 @@ not a multiple of 8) and trains resmlp_tiny for two epochs on the CPU (about 15 
 """
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -53,13 +54,24 @@ def test_compound_split_matches_the_perl_rule():
     assert tokenized_bleu.compound_split("x - y, -z, z-") == "x - y, -z, z-"
 
 
+def test_score_reports_length_ratio_and_brevity_penalty_as_numbers():
+    # 2 of 5 reference tokens (13a): ratio 0.4, BP exp(1 - 1/0.4); a longer hypothesis has no penalty.
+    short = evaluate.score(["Der Hund"], ["Der Hund läuft schnell ."], "de", "13a")["sacrebleu"]
+    assert short["length_ratio"] == pytest.approx(0.4) and short["brevity_penalty"] == pytest.approx(math.exp(-1.5))
+    long = evaluate.score(["Der Hund läuft sehr schnell ."], ["Der Hund läuft ."], "de", "13a")["sacrebleu"]
+    assert long["length_ratio"] == pytest.approx(1.5) and long["brevity_penalty"] == 1.0
+
+
 def test_scores_equal_sacrebleu_api_on_fixed_files():
     hyps = (DATA / "scoring.hyp.de").read_text(encoding="utf-8").splitlines()
     refs = (DATA / "scoring.ref.de").read_text(encoding="utf-8").splitlines()
     result = evaluate.score(hyps, refs, "de", "13a")
 
     bleu = BLEU()
-    assert result["sacrebleu"]["score"] == bleu.corpus_score(hyps, [refs]).score
+    expected = bleu.corpus_score(hyps, [refs])
+    assert result["sacrebleu"]["score"] == expected.score
+    assert result["sacrebleu"]["brevity_penalty"] == expected.bp
+    assert result["sacrebleu"]["length_ratio"] == expected.sys_len / expected.ref_len
     assert result["sacrebleu"]["signature"] == str(bleu.get_signature())
     assert "tok:13a" in result["sacrebleu"]["signature"] and "case:mixed" in result["sacrebleu"]["signature"]
     chrf = CHRF()

@@ -252,6 +252,8 @@ def test_scores_an_existing_generate_output(scored, capsys):
         "score": bleu_score.score,
         "signature": str(bleu.get_signature()),
         "detail": str(bleu_score),
+        "brevity_penalty": bleu_score.bp,
+        "length_ratio": bleu_score.sys_len / bleu_score.ref_len,
     }
     assert 0 < metrics["sacrebleu"]["score"] < 100
     assert metrics["chrf"] == {"score": chrf.corpus_score(HYPS, [REFS]).score, "signature": str(chrf.get_signature())}

@@ -159,8 +159,10 @@ def choose_lenpen(per_lenpen: Dict[float, List[float]]) -> float:
 def load_score(path: Path) -> Dict[str, Any]:
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
+        ratio = result["metrics"]["sacrebleu"].get("length_ratio")  # absent in results of older resmlp-evaluate
         return {
             "bleu": float(result["metrics"]["sacrebleu"]["score"]),
+            "length_ratio": None if ratio is None else float(ratio),
             "hypotheses": Path(result["files"]["hypotheses"]),
             "references": Path(result["references"]),
         }
@@ -228,17 +230,18 @@ def format_tables(record: Dict[str, Any]) -> str:
         "",
         "## Validation (the choice is made here)",
         "",
-        "| configuration | seeds | valid BLEU mean | min-max | per seed | lenpen | valid loss | updates "
+        "| configuration | seeds | valid BLEU mean | min-max | per seed | lenpen | length ratio | valid loss | updates "
         "| averaged epochs |",
-        "|---|---|---:|---:|---|---:|---:|---:|---|",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for name, c in record["validation"].items():
         b = c["bleu"]
         per_seed = ", ".join(f"{x:.2f}" for x in c["per_seed"])
-        loss = c["valid_loss_mean"]
+        loss, ratio = c["valid_loss_mean"], c.get("length_ratio")
         lines.append(
             f"| {name}{' (baseline)' if name == record['baseline'] else ''} | {len(c['per_seed'])} | {b['mean']:.2f} "
-            f"| {b['min']:.2f}-{b['max']:.2f} | {per_seed} | {c['lenpen']:g} | {'-' if loss is None else f'{loss:.3f}'} "
+            f"| {b['min']:.2f}-{b['max']:.2f} | {per_seed} | {c['lenpen']:g} | {'-' if ratio is None else f'{ratio:.3f}'} "
+            f"| {'-' if loss is None else f'{loss:.3f}'} "
             f"| {c['updates_mean']:.0f} | {', '.join(epoch_window(e) for e in c.get('averaged_epochs', []))} |"
         )
     windows = {tuple(e) for c in record["validation"].values() for e in c.get("averaged_epochs", [])}
@@ -352,13 +355,14 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
     validation: Dict[str, Any] = {}
     for name, config in configs.items():
         per_lenpen: Dict[float, List[float]] = {}
+        ratios: Dict[float, List[Optional[float]]] = {}
         summaries = []
         for seed in args.seeds:
             d = run_dir(args.out, config, seed)
             for lenpen in args.lenpens:
-                per_lenpen.setdefault(lenpen, []).append(
-                    load_score(lenpen_score_file(d, args.valid_split, lenpen))["bleu"]
-                )
+                scored = load_score(lenpen_score_file(d, args.valid_split, lenpen))
+                per_lenpen.setdefault(lenpen, []).append(scored["bleu"])
+                ratios.setdefault(lenpen, []).append(scored["length_ratio"])
             summaries.append({**training_summary(d / "train.log"), "epochs": averaged_epochs(d, args.average_last)})
         chosen = choose_lenpen(per_lenpen)
         losses = [s["valid_loss"] for s in summaries if s["valid_loss"] is not None]
@@ -369,6 +373,9 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
             "per_lenpen": {f"{lp:g}": mean_spread(v) for lp, v in per_lenpen.items()},
             "per_seed": per_lenpen[chosen],
             "bleu": mean_spread(per_lenpen[chosen]),
+            # hypothesis / reference length (sacreBLEU's ratio), mean over the seeds: below 1, BLEU pays a brevity
+            # penalty (session 8: ResMLP's n-gram precisions matched the Transformer's, its length did not).
+            "length_ratio": None if None in ratios[chosen] else statistics.fmean(ratios[chosen]),
             "valid_loss_mean": statistics.fmean(losses) if losses else None,
             "updates_mean": statistics.fmean(s["updates"] for s in summaries),
             "averaged_epochs": [s["epochs"] for s in summaries],
