@@ -68,9 +68,8 @@ class ExportedTranslator:
         self.decoder_step = torch.export.load(str(folder / info["files"]["decoder_step"])).module()
         self.pad, self.eos, self.unk = info["pad"], info["eos"], info["unk"]
         self.vocab_size = len(info["target_symbols"])
-        self.source_index: Dict[str, int] = {}
-        for i, symbol in enumerate(info["source_symbols"]):
-            self.source_index.setdefault(symbol, i)
+        # A symbol listed twice (a dict.txt line marked #fairseq:overwrite) is its later id, as in fairseq's Dictionary.
+        self.source_index: Dict[str, int] = {symbol: i for i, symbol in enumerate(info["source_symbols"])}
 
     # Symbols ----------------------------------------------------------------------------------------------------
 

@@ -126,6 +126,10 @@ pytest_add_cli_args_test_selection =
 $selection
 EOF
 fi
+# Each mutant runs its tests in a fresh pytest session: the export tests would re-export (torch.export, ~5 s) every
+# time. They reuse the folders exported once, from $RESMLP_EXPORT_CACHE (tests/conftest.py, export_or_reuse: only
+# while no mutant or a mutant of export_runtime.py is active, so the exporter's own mutants still export).
+if [ "$target" = plugin ]; then export RESMLP_EXPORT_CACHE="${RESMLP_EXPORT_CACHE:-$work/export-cache}"; fi
 export PYTHONPATH="$site" OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
 names=("$@")
 if [ "${MUTATION_SURVIVORS:-0}" = 1 ] && [ -d mutants ]; then

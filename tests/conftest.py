@@ -1,8 +1,12 @@
+import hashlib
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -141,3 +145,60 @@ def export_calls(monkeypatch):
 
     monkeypatch.setattr(export_module, "export_model", recording_export)
     return calls
+
+
+def _export_cache_folder(model) -> Optional[Path]:
+    """Where ``export_or_reuse`` may keep ``model``'s export, or None when it must export: only with
+    $RESMLP_EXPORT_CACHE set (scripts/mutation.sh sets it; the normal suite and CI never do), and only while the code
+    that makes the export runs unmutated. Under mutmut every mutant of a file lives in the same source file, chosen at
+    run time by $MUTANT_UNDER_TEST: a mutant of export.py or of the model does not change the key, so the cache is
+    used only with no mutant ("" or unset) or a mutant of export_runtime.py (which reads exports, never makes them).
+    Not in mutmut's "stats" run either, so that the tests stay associated with the export code they run."""
+    root = os.environ.get("RESMLP_EXPORT_CACHE")
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if not root or (mutant and not mutant.startswith("fairseq_resmlp.export_runtime.")):
+        return None
+    import fairseq
+
+    import fairseq_resmlp
+
+    # Keyed by what makes the export (the plugin's sources but export_runtime.py, torch, fairseq, the model's
+    # options, dictionaries and weights), never by export_runtime.py: its mutants must all reuse one export.
+    key = hashlib.sha256()
+    package = Path(fairseq_resmlp.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        if path.name != "export_runtime.py":
+            key.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    key.update(f"{torch.__version__} {fairseq.__version__} {model.cfg!r}".encode())
+    for dictionary in (model.encoder.dictionary, model.decoder.dictionary):
+        key.update("\0".join(dictionary.symbols).encode())
+    for name, tensor in model.state_dict().items():
+        key.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return Path(root) / key.hexdigest()[:32]
+
+
+def _export_or_reuse(model, out_dir) -> dict:
+    """``export_model(model, out_dir)`` (a torch.export of about 5 s), or, where ``_export_cache_folder`` allows it, a
+    copy of the same export made earlier: mutation testing of export_runtime.py runs every test once per mutant, each
+    in a fresh pytest session, so only a cache on disk spares the export (docs/testing.md)."""
+    from fairseq_resmlp.export import export_model
+
+    cached = _export_cache_folder(model)
+    if cached is None:
+        return export_model(model, out_dir)
+    if not (cached / "model.json").is_file():
+        staging = Path(f"{cached}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        export_model(model, staging)
+        try:
+            staging.rename(cached)  # whole folders only: model.json written last, the rename is atomic
+        except OSError:  # another process cached it meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(cached, out_dir, dirs_exist_ok=True)
+    return json.loads((Path(out_dir) / "model.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def export_or_reuse():
+    """``_export_or_reuse``: for the tests that export a model only to translate with it (and check what it wrote)."""
+    return _export_or_reuse

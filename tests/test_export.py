@@ -192,10 +192,10 @@ def test_export_cli_errors(tmp_path, data_dir, capsys):
     assert not out.exists()
 
 
-def test_export_with_positions_and_layernorm(tmp_path):
+def test_export_with_positions_and_layernorm(tmp_path, export_or_reuse):
     """Sinusoidal positions and LayerNorm (resmlp_small's choices) export too; random weights, fairseq's search."""
     model = build_model(seed=3, positional_embeddings="sinusoidal", norm_type="layernorm")
-    export_model(model, tmp_path)
+    export_or_reuse(model, tmp_path)
     translator = ExportedTranslator(tmp_path)
     src = random_tokens(model, [7, 4, 9, 2], seed=1, left_pad=True)
     assert_translates_as_fairseq(model, translator, src, beams=(1, 4), max_len_b=20)
@@ -303,13 +303,13 @@ def test_export_cli_errors_name_each_cause(tmp_path, data_dir, capsys):
     assert not out.exists()
 
 
-def test_export_default_architecture_and_model_json(tmp_path):
+def test_export_default_architecture_and_model_json(tmp_path, export_or_reuse):
     """resmlp_tiny's defaults (Affine norms, no positions), exported in this process into a folder not made yet:
     model.json describes the model, and the programs translate as fairseq's search does, also in batches large
     enough that ``norm_then_linear`` would fold an Affine norm (60 rows; the exported copy never folds)."""
     model = build_model(seed=4)
     out = tmp_path / "new" / "export"
-    info = export_model(model, out)
+    info = export_or_reuse(model, out)
     symbols = model.decoder.dictionary.symbols
     assert info == {
         "format": "fairseq-resmlp-export",

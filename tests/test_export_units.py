@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from test_export import assert_is_the_fixture, assert_translates_as_fairseq, cli_error, export_main
 
 import fairseq_resmlp.export as export_module
-from fairseq_resmlp.export import export_model
 from fairseq_resmlp.export_runtime import ExportedTranslator
 
 CHECKPOINT = V1_CHECKPOINT_DIR / "checkpoint.pt"
@@ -104,7 +103,7 @@ def test_export_command_reads_the_languages_of_a_pre_dataclass_checkpoint(
     assert len(export_calls) == 1
 
 
-def test_export_small_model_with_symbols_beyond_ascii_under_a_c_locale(tmp_path):
+def test_export_small_model_with_symbols_beyond_ascii_under_a_c_locale(tmp_path, export_or_reuse):
     """One layer each side, 6 source positions, target symbols beyond ASCII; exported while the locale's encoding
     is ASCII (as on a machine without a UTF-8 locale). model.json is UTF-8 text that names the symbols as they are,
     and every source length up to the 6 positions is translated as fairseq's search does."""
@@ -118,7 +117,7 @@ def test_export_small_model_with_symbols_beyond_ascii_under_a_c_locale(tmp_path)
     try:
         if not sys.flags.utf8_mode and sys.platform == "linux":  # glibc's C locale: text files default to ASCII
             assert codecs.lookup(locale.getpreferredencoding(False)).name == "ascii"
-        info = export_model(model, out)
+        info = export_or_reuse(model, out)
     finally:
         locale.setlocale(locale.LC_CTYPE, previous)
     assert (info["decoder_layers"], info["decoder_attention_heads"], info["head_dim"]) == (1, 2, 16)
@@ -136,12 +135,12 @@ def test_export_small_model_with_symbols_beyond_ascii_under_a_c_locale(tmp_path)
     [dict(), dict(token_mixing_matrix="toeplitz", positional_embeddings="sinusoidal", token_mixing_gate="linear")],
     ids=["paper-block", "toeplitz-gate"],
 )
-def test_exported_encoder_takes_the_longest_source_the_model_takes(tmp_path, options):
+def test_exported_encoder_takes_the_longest_source_the_model_takes(tmp_path, options, export_or_reuse):
     """A source of exactly --max-source-positions tokens translates, as in fairseq (torch.export once recorded a
     guard from a slice of the token-mixing matrix that refused exactly that length); one token more is refused by
     name. The perturbed weights make the gate and every position's row of A count."""
     model = perturbed(build_model(seed=4, max_source_positions=9, max_target_positions=12, **options))
-    export_model(model, tmp_path)
+    export_or_reuse(model, tmp_path)
     translator = ExportedTranslator(tmp_path)
     src = random_tokens(model, [9, 4, 9, 1], seed=5, left_pad=True)
     assert_translates_as_fairseq(model, translator, src, beams=(1, 3), max_len_b=5)
