@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 import torch
 from fairseq.data import Dictionary
+from fairseq.sequence_generator import SequenceGenerator
 
 import fairseq_resmlp  # noqa: F401  (registers the model)
 from fairseq_resmlp.models.resmlp import ResMLPModel, resmlp_tiny
@@ -198,3 +199,22 @@ def json_records(output: str, tags=("train_inner",)) -> list:
     return [
         json.loads(line[line.index("{") :]) for line in output.splitlines() if any(f"| {tag} |" in line for tag in tags)
     ]
+
+
+# n-best lists of fairseq's own beam search, and their comparison with another search's (the exported runtime)
+def fairseq_nbest(model, src, beam, **options):
+    generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, **options)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": src.ne(model.encoder.padding_idx).sum(1)}}
+    with torch.no_grad():
+        return generator.generate([model], sample)
+
+
+def assert_same_nbest(got, want):
+    """Same hypotheses in the same order; scores and every token's score within 1e-4."""
+    assert len(got) == len(want)
+    for nbest_got, nbest_want in zip(got, want):
+        assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
+        for h_got, h_want in zip(nbest_got, nbest_want):
+            assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
+            assert h_got["positional_scores"].shape == h_want["positional_scores"].shape
+            assert torch.allclose(h_got["positional_scores"], h_want["positional_scores"], atol=1e-4)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fairseq.sequence_generator import SequenceGenerator
-from helpers import V1_CHECKPOINT_DIR, build_model, load_v1_hub, random_tokens
+from helpers import V1_CHECKPOINT_DIR, assert_same_nbest, build_model, fairseq_nbest, load_v1_hub, random_tokens
 
 from fairseq_resmlp import quantize_int8
 from fairseq_resmlp.export import export_model
@@ -111,16 +110,9 @@ def assert_translates_as_fairseq(model, translator, src, beams, max_len_b):
     """The exported translator's n-best lists equal fairseq's SequenceGenerator's on the same model: same tokens,
     scores within 1e-4, for each beam size."""
     sources = [row[row.ne(model.encoder.padding_idx)] for row in src]
-    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(s) for s in sources])}}
     for beam in beams:
-        generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, max_len_b=max_len_b)
-        with torch.no_grad():
-            want = generator.generate([model], sample)
-        got = translator.translate(sources, beam=beam, max_len_b=max_len_b)
-        for nbest_got, nbest_want in zip(got, want):
-            assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
-            for h_got, h_want in zip(nbest_got, nbest_want):
-                assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
+        want = fairseq_nbest(model, src, beam, max_len_b=max_len_b)
+        assert_same_nbest(translator.translate(sources, beam=beam, max_len_b=max_len_b), want)
 
 
 def test_export_writes_programs_and_dictionary(exported, hub):

@@ -13,8 +13,7 @@ import sys
 import pytest
 import torch
 from fairseq.data import Dictionary
-from fairseq.sequence_generator import SequenceGenerator
-from helpers import build_model, make_dictionary, perturbed, random_tokens
+from helpers import assert_same_nbest, build_model, fairseq_nbest, make_dictionary, perturbed, random_tokens
 
 from fairseq_resmlp.export_runtime import ExportedTranslator, _DecodingState, main
 
@@ -46,24 +45,6 @@ def translator(folder):
 
 
 SOURCES = [12, 3, 7, 1, 9, 5, 12, 2]  # source lengths (EOS included), left-padded as fairseq batches them
-
-
-def fairseq_nbest(model, src, beam, **options):
-    generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=beam, **options)
-    sample = {"net_input": {"src_tokens": src, "src_lengths": src.ne(model.encoder.padding_idx).sum(1)}}
-    with torch.no_grad():
-        return generator.generate([model], sample)
-
-
-def assert_same_nbest(got, want):
-    """Same hypotheses in the same order; scores and every token's score within 1e-4."""
-    assert len(got) == len(want)
-    for nbest_got, nbest_want in zip(got, want):
-        assert [h["tokens"].tolist() for h in nbest_got] == [h["tokens"].tolist() for h in nbest_want]
-        for h_got, h_want in zip(nbest_got, nbest_want):
-            assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
-            assert h_got["positional_scores"].shape == h_want["positional_scores"].shape
-            assert torch.allclose(h_got["positional_scores"], h_want["positional_scores"], atol=1e-4)
 
 
 # fairseq's option names -> translate's
