@@ -115,6 +115,7 @@ RUNTIME_ONLY_OPTIONS = frozenset(
         "attention_dropout",
         "activation_dropout",
         "token_mixing_dropout",
+        "drop_path",
         "compile_layers",
         "no_cuda_graphs",
         "int8",

@@ -51,6 +51,7 @@ NOT_VARIED = {
     "attention_dropout": "inactive in eval mode (resmlp_small's 0.1 is built here); see test_dropout_*",
     "activation_dropout": "inactive in eval mode (resmlp_small's 0.1 is built here); see test_dropout_*",
     "token_mixing_dropout": "inactive in eval mode; see test_dropout_* and test_modules' token-mixing dropout tests",
+    "drop_path": "inactive in eval mode; see test_dropout_* and tests/test_drop_path.py",
     **{name: "a size: shrunk to TINY in every variant" for name in TINY},
     "decoder_attention_heads": "a size: each architecture's own value is kept (2, 4 and 8 heads)",
     **{
@@ -356,8 +357,10 @@ def tiny(dictionary=DICTIONARY, **options) -> ResMLPModel:
         (dict(token_mixing_init="zeros"), "--token-mixing-init must be .*'zeros'"),
         (dict(decoder_attention_heads=3), "--decoder-embed-dim 16 .* --decoder-attention-heads 3"),
         (dict(share_all_embeddings=True, decoder_embed_dim=8), r"--encoder-embed-dim \(16\) .* \(8\)"),
+        (dict(drop_path=1.0), r"^--drop-path must be in \[0, 1\), got 1.0$"),
+        (dict(drop_path=-0.1), r"^--drop-path must be in \[0, 1\), got -0.1$"),
     ],
-    ids=["norm", "init", "heads", "shared-dims"],
+    ids=["norm", "init", "heads", "shared-dims", "drop-path-1", "drop-path-negative"],
 )
 def test_wrong_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
@@ -535,7 +538,9 @@ def test_encoder_sees_the_whole_sentence():
     assert not torch.allclose(a[0], b[0])
 
 
-@pytest.mark.parametrize("option", ["dropout", "attention_dropout", "activation_dropout", "token_mixing_dropout"])
+@pytest.mark.parametrize(
+    "option", ["dropout", "attention_dropout", "activation_dropout", "token_mixing_dropout", "drop_path"]
+)
 def test_dropout_only_in_training(option):
     """Each dropout option alone makes training-mode outputs random; eval mode stays deterministic."""
     model = tiny(**{option: 0.3})

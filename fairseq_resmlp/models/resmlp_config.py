@@ -90,6 +90,14 @@ class ResMLPConfig(FairseqDataclass):
         default=0.0,
         metadata={"help": "dropout on the entries of the token-mixing matrix A while training (DropConnect)"},
     )
+    drop_path: float = field(
+        default=0.0,
+        metadata={
+            "help": "stochastic depth: while training, drop every residual branch of a sentence with this "
+            "probability (the kept ones scaled by 1/(1-p)), the same rate in every layer, as deit's image ResMLP "
+            "trains; evaluation and decoding are unchanged"
+        },
+    )
     token_mixing_gate: TOKEN_MIXING_GATE_CHOICES = field(  # type: ignore[valid-type]
         default="none",
         metadata={

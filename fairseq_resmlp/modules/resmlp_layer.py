@@ -3,6 +3,9 @@
 Names follow the paper and timm: ``norm1 -> linear_tokens -> ls1`` (token mixing), ``norm2 -> encoder_attn -> ls2``
 (decoder only), then ``norm -> mlp_channels -> ls`` (channel MLP). ``LayerScale`` performs the residual add.
 
+``--drop-path p`` drops each residual branch (after its dropout) for whole sentences while training (stochastic
+depth, ``drop_path.py``); evaluation, the incremental and the fixed-shape steps are unchanged.
+
 ``--token-mixing-gate linear`` multiplies the token-mixing output by a gate computed from the same position's input,
 ``A h ⊙ (h W_g + b_g)`` (``gate_tokens``), as gMLP's spatial gating unit does: the mixing becomes input-dependent.
 The gate starts at exactly 1 (W_g = 0, b_g = 1), so every gated block starts as the paper's block. It reads one
@@ -17,6 +20,7 @@ from torch import Tensor, nn
 from .affine import LayerScale, build_norm
 from .channel_mlp import ChannelMLP
 from .cross_attention import CrossAttention
+from .drop_path import DropPath
 from .token_mixing import TokenMixing
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
@@ -52,13 +56,26 @@ def gated(mixed: Tensor, gate: Optional[nn.Linear], h: Tensor) -> Tensor:
     return mixed if gate is None else mixed * gate(h)
 
 
-class ResMLPEncoderLayer(nn.Module):
+class _ResidualLayer(nn.Module):
+    """What the encoder and decoder layers share: how a residual branch is regularised while training."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
+        # getattr: configurations saved before --drop-path existed trained without it.
+        self.drop_path = DropPath(getattr(cfg, "drop_path", 0.0))
+
+    def regularised(self, branch: Tensor) -> Tensor:
+        """A residual branch after dropout, then stochastic depth (both inactive in evaluation)."""
+        return self.drop_path(self.dropout_module(branch))
+
+
+class ResMLPEncoderLayer(_ResidualLayer):
     """x = x + LS1 * TokenMixing(Aff1(x));  x = x + LS2 * ChannelMLP(Aff2(x))."""
 
     def __init__(self, cfg, max_positions: int) -> None:
-        super().__init__()
+        super().__init__(cfg)
         dim = cfg.encoder_embed_dim
-        self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.norm1 = build_norm(cfg.norm_type, dim)
         self.linear_tokens = build_token_mixing(cfg, max_positions, causal=False)
         self.gate_tokens = build_token_gate(cfg, dim)
@@ -70,18 +87,17 @@ class ResMLPEncoderLayer(nn.Module):
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         """``x``: T x B x C, sentences left-aligned; ``padding_mask``: B x T, True at (trailing) padding."""
         h = self.norm1(x)
-        x = self.ls1(x, self.dropout_module(gated(self.linear_tokens(h, padding_mask), self.gate_tokens, h)))
-        x = self.ls2(x, self.dropout_module(self.mlp_channels(x, norm=self.norm2)))
+        x = self.ls1(x, self.regularised(gated(self.linear_tokens(h, padding_mask), self.gate_tokens, h)))
+        x = self.ls2(x, self.regularised(self.mlp_channels(x, norm=self.norm2)))
         return x
 
 
-class ResMLPDecoderLayer(nn.Module):
+class ResMLPDecoderLayer(_ResidualLayer):
     """Causal token mixing, encoder-decoder attention and channel MLP, each a LayerScaled residual branch."""
 
     def __init__(self, cfg, max_positions: int) -> None:
-        super().__init__()
+        super().__init__(cfg)
         dim = cfg.decoder_embed_dim
-        self.dropout_module = FairseqDropout(cfg.dropout, module_name=type(self).__name__)
         self.norm1 = build_norm(cfg.norm_type, dim)
         self.linear_tokens = build_token_mixing(cfg, max_positions, causal=True)
         self.gate_tokens = build_token_gate(cfg, dim)
@@ -106,14 +122,14 @@ class ResMLPDecoderLayer(nn.Module):
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """``x``: T x B x C (sentences left-aligned; one step when ``incremental_state`` is given)."""
         h = self.norm1(x)
-        x = self.ls1(x, self.dropout_module(gated(self.linear_tokens(h, None, incremental_state), self.gate_tokens, h)))
+        x = self.ls1(x, self.regularised(gated(self.linear_tokens(h, None, incremental_state), self.gate_tokens, h)))
         attn: Optional[Tensor] = None
         if encoder_out is not None:
             y, attn = self.encoder_attn(
                 x, encoder_out, encoder_padding_mask, incremental_state, need_attn, group, norm=self.norm2
             )
-            x = self.ls2(x, self.dropout_module(y))
-        x = self.ls3(x, self.dropout_module(self.mlp_channels(x, norm=self.norm3)))
+            x = self.ls2(x, self.regularised(y))
+        x = self.ls3(x, self.regularised(self.mlp_channels(x, norm=self.norm3)))
         return x, attn
 
     def step(
