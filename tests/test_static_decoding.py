@@ -6,6 +6,9 @@ finishes sentences at different steps, so the batch shrinks during generation.
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -287,6 +290,7 @@ def test_fixed_shape_steps_follow_reorders_in_float64(beam):
     model = untrained(**VARIANTS["small-positions-1-layer"])
     src = random_sample(model, [7, 3, 5])["net_input"]
     prev = torch.randint(4, len(model.decoder.dictionary), (3 * beam, 6), generator=torch.Generator().manual_seed(7))
+    prev = prev.to(DEVICE)  # indexed by rows on the device
     if beam == 1:  # rows are sentences: any permutation, then sentence 1 finishes, then a shuffle of the rest
         expand, reorders = [0, 1, 2], {2: [2, 0, 1], 3: [2, 0], 5: [1, 0]}
     else:  # 2 hypotheses per sentence: swapped within sentences, then sentence 0 finishes and the others swap
@@ -301,28 +305,62 @@ def test_fixed_shape_steps_follow_reorders_in_float64(beam):
         torch.testing.assert_close(attn, want_attn, rtol=0, atol=1e-12)
 
 
-def test_reorders_that_break_the_beam_groups_are_refused():
-    model = untrained("resmlp_tiny")
+def start_grouped_generation(model):
+    """A decoder state after one step of a beam-2 generation of 3 sentences (6 hypotheses, grouped by sentence)."""
     src = random_sample(model, [7, 3, 5])["net_input"]
     prev = torch.full((6, 1), model.decoder.dictionary.eos(), device=DEVICE)
     model.decoder.static_decoding.mode = MODE
-    bad = {
-        # not whole groups: named
-        (0, 1, 2, 3, 4): "beam search reordered 5 hypotheses, not whole groups of 2: the per-sentence key/value "
-        "buffers cannot follow",
-        (0, 2, 1, 3, 4, 5): "",  # a hypothesis moved into another sentence
-        (0, 2, 4, 5): "",  # the same while a sentence leaves
-        (2, 3, 0, 1, 4, 5): "",  # whole sentences swapped, none leaving
-    }
-    for order, message in bad.items():
-        with torch.no_grad():
-            enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
-            enc = model.encoder.reorder_encoder_out(enc, torch.tensor([0, 0, 1, 1, 2, 2], device=DEVICE))
-            state: dict = {}
-            model.decoder(prev, encoder_out=enc, incremental_state=state)
-            with pytest.raises(RuntimeError) as e:
-                model.decoder.reorder_incremental_state(state, torch.tensor(order, device=DEVICE))
-        assert not message or str(e.value) == message
+    enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
+    enc = model.encoder.reorder_encoder_out(enc, torch.tensor([0, 0, 1, 1, 2, 2], device=DEVICE))
+    state: dict = {}
+    model.decoder(prev, encoder_out=enc, incremental_state=state)
+    return state
+
+
+# Reorders that move a hypothesis into another sentence's group: checked on the device (no synchronisation per
+# step), so on a GPU they end the process with a device-side assert, and a CPU raises at once.
+CROSS_GROUP_REORDERS = {
+    "moved-into-another-sentence": (0, 2, 1, 3, 4, 5),
+    "moved-while-a-sentence-leaves": (0, 2, 4, 5),
+    "whole-sentences-swapped": (2, 3, 0, 1, 4, 5),
+}
+
+
+def test_reorders_of_partial_groups_are_refused_by_name():
+    model = untrained("resmlp_tiny")
+    with torch.no_grad():
+        state = start_grouped_generation(model)
+        with pytest.raises(RuntimeError) as e:
+            model.decoder.reorder_incremental_state(state, torch.tensor((0, 1, 2, 3, 4), device=DEVICE))
+    assert str(e.value) == (
+        "beam search reordered 5 hypotheses, not whole groups of 2: the per-sentence key/value buffers cannot follow"
+    )
+
+
+@pytest.mark.parametrize("order", list(CROSS_GROUP_REORDERS.values()), ids=list(CROSS_GROUP_REORDERS))
+def test_reorders_across_sentence_groups_are_refused(order, tmp_path):
+    if DEVICE == "cuda":  # a device-side assert ends the CUDA context: run it in a process of its own
+        script = tmp_path / "reorder.py"
+        script.write_text(
+            "import sys, torch\n"
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "import test_static_decoding as t\n"
+            "model = t.untrained('resmlp_tiny')\n"
+            "with torch.no_grad():\n"
+            "    state = t.start_grouped_generation(model)\n"
+            f"    model.decoder.reorder_incremental_state(state, torch.tensor({order!r}, device='cuda'))\n"
+            "    torch.cuda.synchronize()\n"
+            "print('not refused')\n"
+        )
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode != 0 and "not refused" not in done.stdout
+        assert "device-side assert" in done.stderr, done.stderr[-2000:]
+        return
+    model = untrained("resmlp_tiny")
+    with torch.no_grad():
+        state = start_grouped_generation(model)
+        with pytest.raises(RuntimeError):
+            model.decoder.reorder_incremental_state(state, torch.tensor(order, device=DEVICE))
 
 
 def test_a_step_past_the_mixing_matrix_is_refused():
