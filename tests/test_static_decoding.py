@@ -384,6 +384,7 @@ def test_a_beam_group_that_does_not_divide_the_rows_is_ignored():
     model = untrained(**VARIANTS["small-gated"])
     src = random_sample(model, [7, 3, 5])["net_input"]
     prev = torch.randint(4, len(model.decoder.dictionary), (3, 4), generator=torch.Generator().manual_seed(3))
+    prev = prev.to(DEVICE)
     outputs = {}
     with torch.no_grad():
         enc = model.encoder(src["src_tokens"], src_lengths=src["src_lengths"])
