@@ -218,3 +218,38 @@ def assert_same_nbest(got, want):
             assert abs(float(h_got["score"]) - float(h_want["score"])) <= 1e-4
             assert h_got["positional_scores"].shape == h_want["positional_scores"].shape
             assert torch.allclose(h_got["positional_scores"], h_want["positional_scores"], atol=1e-4)
+
+
+# Single layers (encoder or decoder) of width LAYER_DIM, built from a configuration as the model builds them.
+LAYER_DIM = 8
+
+
+def layer_cfg(**options) -> argparse.Namespace:
+    """resmlp_tiny's options at width LAYER_DIM (channel MLP 12), no dropout, plus ``options``."""
+    cfg = argparse.Namespace(
+        dropout=0.0,
+        encoder_embed_dim=LAYER_DIM,
+        decoder_embed_dim=LAYER_DIM,
+        encoder_ffn_embed_dim=12,
+        decoder_ffn_embed_dim=12,
+        **options,
+    )
+    resmlp_tiny(cfg)
+    return cfg
+
+
+def perturb_layer(layer: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Parameters moved off their initial values (LayerScale, norms, a gate that starts at exactly 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return layer
+
+
+def run_layer(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An encoder layer on ``x`` (T x B x C, no padding), or a decoder layer on ``x`` and a fixed encoder output."""
+    if hasattr(layer, "encoder_attn"):
+        encoder_out = torch.randn(3, x.size(1), LAYER_DIM, generator=torch.Generator().manual_seed(2))
+        return layer(x, encoder_out, None)[0]
+    return layer(x, None)
