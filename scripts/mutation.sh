@@ -109,7 +109,7 @@ elif [ "$target" = data_prep ]; then
     # Left out: what needs the shared data or fairseq, and the cases of the re-run matrix that take the same
     # paths as others (docs/data_prep.md); each is a slow run per mutant.
     selection="$("$python" -m pytest -p no:cacheprovider --collect-only -q tests/test_data_prep.py \
-        tests/test_data_prep_faults.py -m "not slow" -k "not wmt14 and not multi30k and not tatoeba and not download \
+        tests/test_data_prep_faults.py tests/test_clean_mutants.py -m "not slow" -k "not wmt14 and not multi30k and not tatoeba and not download \
         and not damaged_archive and not layout and not archive and not cli_prints and not kill and not real_fairseq \
         and not subprocess and not decode and not parallel_encoding and not split_changes and not impossible \
         and not sgm and not options_come and not parallel_bad" | grep :: | sed 's/^/    /')"
