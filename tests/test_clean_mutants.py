@@ -33,6 +33,13 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
+def corpus(folder: Path, name: str, source: bytes, target: bytes) -> ParallelSource:
+    """A parallel corpus ``name`` of two files, NAME.en and NAME.de, with these bytes."""
+    return ParallelSource(
+        name, InputFile(write(folder / f"{name}.en", source)), InputFile(write(folder / f"{name}.de", target))
+    )
+
+
 @pytest.fixture
 def bars(monkeypatch):
     """Every progress bar clean.py creates, kept to read its description and final count."""
@@ -48,16 +55,8 @@ def bars(monkeypatch):
 
 
 def two_corpora(tmp_path: Path, n_first: int = 4100, n_second: int = 5):
-    first = ParallelSource(
-        "big",
-        InputFile(write(tmp_path / "big.en", b"x\n" * n_first)),
-        InputFile(write(tmp_path / "big.de", b"y\n" * n_first)),
-    )
-    second = ParallelSource(
-        "small",
-        InputFile(write(tmp_path / "small.en", b"a\n" * n_second)),
-        InputFile(write(tmp_path / "small.de", b"b\n" * n_second)),
-    )
+    first = corpus(tmp_path, "big", b"x\n" * n_first, b"y\n" * n_first)
+    second = corpus(tmp_path, "small", b"a\n" * n_second, b"b\n" * n_second)
     return [first, second]
 
 
@@ -118,16 +117,8 @@ def test_eval_split_counts_every_pair_with_an_empty_side(tmp_path):
 
 
 def test_clean_train_error_names_every_file_the_count_read_and_each_drop(tmp_path):
-    c1 = ParallelSource(
-        "c1",
-        InputFile(write(tmp_path / "c1.en", b"a\n\nheld\n")),
-        InputFile(write(tmp_path / "c1.de", b"\nb\nx\n")),
-    )
-    c2 = ParallelSource(
-        "c2",
-        InputFile(write(tmp_path / "c2.en", b"bad\xff\nq\n")),
-        InputFile(write(tmp_path / "c2.de", b"ok\n \n")),
-    )
+    c1 = corpus(tmp_path, "c1", b"a\n\nheld\n", b"\nb\nx\n")
+    c2 = corpus(tmp_path, "c2", b"bad\xff\nq\n", b"ok\n \n")
     with pytest.raises(DataPrepError) as err:
         clean_train(
             [c1, c2],
@@ -140,7 +131,7 @@ def test_clean_train_error_names_every_file_the_count_read_and_each_drop(tmp_pat
     assert str(err.value) == (
         f"no training pairs left in {files} (5 read; dropped: invalid_utf8 1, heldout 1, empty 3)"
     )
-    empty = ParallelSource("e", InputFile(write(tmp_path / "e.en", b"")), InputFile(write(tmp_path / "e.de", b"")))
+    empty = corpus(tmp_path, "e", b"", b"")
     with pytest.raises(DataPrepError) as err:
         clean_train([empty], tmp_path / "o.en", tmp_path / "o.de")
     assert str(err.value) == (
