@@ -367,6 +367,35 @@ def test_wrong_options_are_clear_errors(options, message):
         tiny(**options)
 
 
+@pytest.mark.parametrize(
+    "option", ["dropout", "attention_dropout", "activation_dropout", "token_mixing_dropout", "drop_path"]
+)
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("1", "must be in [0, 1), got 1"),
+        ("-0.5", "must be in [0, 1), got -0.5"),
+        ("x", "invalid parse_rate value: 'x'"),
+    ],
+)
+def test_wrong_rates_are_fairseq_usage_errors(option, value, message, capsys):
+    """On fairseq's command line a rate outside [0, 1) is a one-line usage error naming the option (exit status 2),
+    not a traceback from building the model; a rate inside is parsed as a float."""
+    from fairseq import options
+
+    from fairseq_resmlp_tools.fairseq_io import user_dir
+
+    flag = "--" + option.replace("_", "-")
+    common = ["data-bin", "--user-dir", str(user_dir()), "--task", "translation", "--arch", "resmlp_tiny"]
+    with pytest.raises(SystemExit) as exit_info:
+        options.parse_args_and_arch(options.get_training_parser(), [*common, f"{flag}={value}"])
+    assert exit_info.value.code == 2
+    # argparse names the program (fairseq-train on the command line, the test runner here)
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f": error: argument {flag}: {message}")
+    args = options.parse_args_and_arch(options.get_training_parser(), [*common, flag, "0.25"])
+    assert getattr(args, option) == 0.25
+
+
 def test_share_all_embeddings_needs_one_dictionary():
     class TwoDictionaries:
         source_dictionary, target_dictionary = DICTIONARY, make_dictionary(21)

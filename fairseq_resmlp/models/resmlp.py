@@ -18,7 +18,7 @@ from .._compat import load_checkpoint_checked
 from ..modules import Embedding
 from ..quantize import quantize_int8
 from .data_record import RECORD_FIELDS, ResMLPCheckpointError, dictionary_files, verify_or_record
-from .resmlp_config import ResMLPConfig
+from .resmlp_config import RATE_OPTIONS, ResMLPConfig, parse_rate
 from .resmlp_decoder import ResMLPDecoder
 from .resmlp_encoder import ResMLPEncoder
 
@@ -52,6 +52,14 @@ class ResMLPModel(FairseqEncoderDecoderModel):
         # Where the dictionaries came from, to name them when a checkpoint does not fit (see load_state_dict).
         self._dictionary_files: Dict[str, str] = {}
         self.register_buffer("version", torch.tensor([STATE_DICT_VERSION], dtype=torch.float))
+
+    @classmethod
+    def add_args(cls, parser) -> None:
+        """fairseq's options from ResMLPConfig, with the rates checked as they are parsed (``parse_rate``)."""
+        super().add_args(parser)
+        for action in getattr(parser, "_group_actions", parser._actions):
+            if action.dest in RATE_OPTIONS:
+                action.type = parse_rate
 
     @classmethod
     def build_model(cls, cfg, task) -> "ResMLPModel":

@@ -4,6 +4,7 @@ Names follow fairseq's Transformer wherever the concept is the same, so that rec
 Defaults are those of ``resmlp_6``; the choices the paper leaves open are options documented here.
 """
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,6 +18,20 @@ TOKEN_MIXING_MATRIX_CHOICES = ChoiceEnum(list(TOKEN_MIXING_MATRICES))
 POSITIONAL_EMBEDDINGS_CHOICES = ChoiceEnum(["none", "sinusoidal"])
 # A choice, not a flag: fairseq makes a bool option a store_true flag, which could not turn off resmlp_small's gate.
 TOKEN_MIXING_GATE_CHOICES = ChoiceEnum(["none", "linear"])
+
+
+# The options that are probabilities. On fairseq's command line they are checked as they are parsed, so that a wrong
+# one is a one-line usage error naming it, not a traceback from building the model (the token-mixing and drop-path
+# modules also refuse one, with a ValueError, for the Python API).
+RATE_OPTIONS = ("dropout", "attention_dropout", "activation_dropout", "token_mixing_dropout", "drop_path")
+
+
+def parse_rate(text: str) -> float:
+    """argparse type of a RATE_OPTIONS option: a float in [0, 1)."""
+    value = float(text)  # not a number: argparse says "invalid parse_rate value"
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
 
 
 @dataclass
