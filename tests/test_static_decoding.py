@@ -500,3 +500,144 @@ def test_non_finite_leftovers_of_an_earlier_generation_never_leak():
             for x, y in zip(hyps_got, hyps_want):
                 assert x["tokens"].tolist() == y["tokens"].tolist()
                 torch.testing.assert_close(x["positional_scores"], y["positional_scores"], rtol=0, atol=1e-6)
+
+
+# When graphs are captured and replayed (StaticDecoding._run) -----------------------------------------------------
+# CI has no GPU, and on a GPU a wrong policy (never capturing, capturing every step, capturing one-off shapes,
+# ignoring mode "eager") still decodes correctly, only slower or with more memory. So the policy is checked here on
+# the CPU, with torch.cuda's graph API replaced by a recorder and the step's computation by a stub.
+
+
+class _GraphRecorder:
+    """Stands in for torch.cuda.{Stream, current_stream, stream, CUDAGraph, graph}; logs what _run asks of them."""
+
+    def __init__(self):
+        self.events = []
+        self.context = None  # "side" while on the side stream, "capture" while capturing
+        self.current = self.Stream()
+        self.graphs = []
+
+    def Stream(self):
+        recorder = self
+
+        class _Stream:
+            def wait_stream(self, other):
+                recorder.events.append(("wait", self, other))
+
+        return _Stream()
+
+    def current_stream(self):
+        return self.current
+
+    def stream(self, s):
+        return self._within("side", ("stream", s))
+
+    def CUDAGraph(self):
+        recorder = self
+
+        class _Graph:
+            replays = 0
+
+            def replay(self):
+                self.replays += 1
+                recorder.events.append(("replay", self))
+
+        graph = _Graph()
+        self.graphs.append(graph)
+        return graph
+
+    def graph(self, graph, pool=None):
+        return self._within("capture", ("capture", graph, pool))
+
+    def _within(self, context, event):
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            self.events.append(event)
+            self.context = context
+            try:
+                yield
+            finally:
+                self.context = None
+
+        return scope()
+
+
+@pytest.fixture
+def policy(monkeypatch):
+    """A StaticDecoding whose step is a stub, buffers that claim a CUDA device, and the recorder."""
+    from types import SimpleNamespace
+
+    from fairseq_resmlp.models.static_decoding import StaticDecoding
+
+    recorder = _GraphRecorder()
+    for name in ("Stream", "current_stream", "stream", "CUDAGraph", "graph"):
+        monkeypatch.setattr(torch.cuda, name, getattr(recorder, name))
+    decoder = torch.nn.Module()
+    static = StaticDecoding(decoder)
+    computed = []
+
+    def compute(buffers, rows, length, src_len, group):
+        computed.append(((rows, length, src_len, group), recorder.context))
+        return torch.full((1,), float(len(computed))), torch.full((1,), -float(len(computed)))
+
+    static._compute = compute
+    buffers = SimpleNamespace(device=torch.device("cuda"), graphs={}, seen={}, pool=object())
+    return SimpleNamespace(static=static, decoder=decoder, buffers=buffers, recorder=recorder, computed=computed)
+
+
+def test_a_bucket_is_computed_on_first_use_captured_on_the_second_and_replayed_after(policy):
+    static, buffers, recorder, computed = policy.static, policy.buffers, policy.recorder, policy.computed
+    key = (8, 16, 32, 4)
+    first = static._run(buffers, *key)
+    assert computed == [(key, None)]  # one-off shapes are not worth a graph
+    assert first[0].item() == 1.0 and first[1].item() == -1.0
+    assert static.captures == 0 and recorder.graphs == [] and buffers.graphs == {}
+
+    second = static._run(buffers, *key)
+    # Warm-up on a side stream that waits for the current one, then the capture into the buffers' shared pool.
+    assert computed[1:] == [(key, "side"), (key, "capture")]
+    (graph,) = recorder.graphs
+    side = recorder.events[1][1]  # the stream the warm-up ran on
+    assert recorder.events == [
+        ("wait", side, recorder.current),
+        ("stream", side),
+        ("wait", recorder.current, side),
+        ("capture", graph, buffers.pool),
+        ("replay", graph),
+    ]
+    assert static.captures == 1 and graph.replays == 1
+    assert buffers.graphs[key][0] is graph
+    assert second[0].item() == 3.0 and second[1].item() == -3.0  # the captured step's outputs
+    assert buffers.graphs[key][1] is second[0] and buffers.graphs[key][2] is second[1]
+
+    for replays in (2, 3):
+        again = static._run(buffers, *key)
+        assert len(computed) == 3 and static.captures == 1 and recorder.graphs == [graph]
+        assert graph.replays == replays
+        assert again[0] is second[0] and again[1] is second[1]
+
+
+def test_every_bucket_has_its_own_graph_and_counts(policy):
+    static, buffers, recorder, computed = policy.static, policy.buffers, policy.recorder, policy.computed
+    small, large = (4, 16, 16, 4), (8, 32, 16, 4)
+    for key in (small, large, small, large, large):
+        static._run(buffers, *key)
+    assert buffers.seen == {small: 2, large: 2}
+    assert static.captures == 2 and len(recorder.graphs) == 2
+    assert buffers.graphs[small][0] is recorder.graphs[0] and buffers.graphs[large][0] is recorder.graphs[1]
+    assert [g.replays for g in recorder.graphs] == [1, 2]
+    assert [key for key, context in computed] == [small, large, small, small, large, large]
+
+
+@pytest.mark.parametrize("mode, device", [("eager", "cuda"), ("auto", "cpu")])
+def test_no_graph_in_mode_eager_or_off_the_gpu(policy, mode, device):
+    static, buffers, recorder, computed = policy.static, policy.buffers, policy.recorder, policy.computed
+    static.mode = mode
+    buffers.device = torch.device(device)
+    key = (4, 16, 16, 1)
+    outputs = [static._run(buffers, *key)[0].item() for _ in range(3)]
+    assert outputs == [1.0, 2.0, 3.0]
+    assert computed == [(key, None)] * 3
+    assert static.captures == 0 and recorder.graphs == [] and recorder.events == [] and buffers.seen == {}
