@@ -2,6 +2,7 @@
 incremental decoding, beam search, initial values, and parameter counts."""
 
 import argparse
+import logging
 
 import pytest
 import torch
@@ -307,6 +308,49 @@ def test_data_record_is_written_at_training_and_verified_at_load():
     nolang = SimpleNamespace()
     verify_or_record(nolang, _record_task(src=None, tgt=None))
     assert getattr(nolang, "direction", None) is None and nolang.source_dict_sha256
+
+
+def test_data_record_reaches_the_config_fairseq_saves():
+    """fairseq builds the model from a merged copy of cfg.model (merge_with_parent), but saves the run's cfg.model:
+    the record must be written into both, also when that one is a struct config without the fields."""
+    from fairseq.dataclass.utils import merge_with_parent
+    from omegaconf import OmegaConf
+
+    from fairseq_resmlp.models.data_record import symbols_sha256, verify_or_record
+    from fairseq_resmlp.models.resmlp_config import ResMLPConfig
+
+    root = OmegaConf.create({"model": {"_name": "resmlp", "encoder_layers": 2}, "task": {"data": "d"}})
+    OmegaConf.set_struct(root, True)
+    merged = merge_with_parent(ResMLPConfig(), root.model)
+    verify_or_record(merged, _record_task())
+    expected = {
+        "direction": "en-de",
+        "source_dict_sha256": symbols_sha256(["<s>", "a"]),
+        "target_dict_sha256": symbols_sha256(["<s>", "b"]),
+    }
+    for config in (merged, root.model):
+        assert {name: config[name] for name in expected} == expected
+    # A config of its own (no parent, as when a model is built from a bare ResMLPConfig) records in itself only.
+    alone = OmegaConf.structured(ResMLPConfig())
+    verify_or_record(alone, _record_task())
+    assert alone.direction == "en-de" and alone.source_dict_sha256 == expected["source_dict_sha256"]
+
+
+def test_data_record_logs_what_it_recorded_once(caplog):
+    from types import SimpleNamespace
+
+    from fairseq_resmlp.models.data_record import verify_or_record
+
+    cfg = SimpleNamespace()
+    with caplog.at_level(logging.INFO, logger="fairseq_resmlp.models.data_record"):
+        verify_or_record(cfg, _record_task())
+        verify_or_record(cfg, _record_task())  # nothing left to record: no second message
+    messages = [r.getMessage() for r in caplog.records if r.name == "fairseq_resmlp.models.data_record"]
+    assert messages == [
+        "recorded in the model config (verified when a checkpoint is loaded): "
+        f"{{'source_dict_sha256': '{cfg.source_dict_sha256}', 'target_dict_sha256': '{cfg.target_dict_sha256}', "
+        "'direction': 'en-de'}"
+    ]
 
 
 def _task_with_padding_side(left_pad_target):
