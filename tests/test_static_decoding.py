@@ -5,6 +5,7 @@ path is the one the GPU replays. The model is the trained fixture of tests/data/
 finishes sentences at different steps, so the batch shrinks during generation.
 """
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -508,6 +509,24 @@ def test_non_finite_leftovers_of_an_earlier_generation_never_leak():
 # the CPU, with torch.cuda's graph API replaced by a recorder and the step's computation by a stub.
 
 
+class _Stream:
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def wait_stream(self, other):
+        self.recorder.events.append(("wait", self, other))
+
+
+class _Graph:
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        self.recorder.events.append(("replay", self))
+
+
 class _GraphRecorder:
     """Stands in for torch.cuda.{Stream, current_stream, stream, CUDAGraph, graph}; logs what _run asks of them."""
 
@@ -518,50 +537,30 @@ class _GraphRecorder:
         self.graphs = []
 
     def Stream(self):
-        recorder = self
-
-        class _Stream:
-            def wait_stream(self, other):
-                recorder.events.append(("wait", self, other))
-
-        return _Stream()
+        return _Stream(self)
 
     def current_stream(self):
         return self.current
 
-    def stream(self, s):
-        return self._within("side", ("stream", s))
-
     def CUDAGraph(self):
-        recorder = self
-
-        class _Graph:
-            replays = 0
-
-            def replay(self):
-                self.replays += 1
-                recorder.events.append(("replay", self))
-
-        graph = _Graph()
+        graph = _Graph(self)
         self.graphs.append(graph)
         return graph
+
+    def stream(self, s):
+        return self._within("side", ("stream", s))
 
     def graph(self, graph, pool=None):
         return self._within("capture", ("capture", graph, pool))
 
+    @contextlib.contextmanager
     def _within(self, context, event):
-        import contextlib
-
-        @contextlib.contextmanager
-        def scope():
-            self.events.append(event)
-            self.context = context
-            try:
-                yield
-            finally:
-                self.context = None
-
-        return scope()
+        self.events.append(event)
+        self.context = context
+        try:
+            yield
+        finally:
+            self.context = None
 
 
 @pytest.fixture
