@@ -318,66 +318,19 @@ def test_cross_attention_per_sentence_cache_in_beam_search():
 # Written against mutants that survived the first whole-module run of token_mixing.py (docs/testing.md).
 
 
-@pytest.mark.parametrize("matrix", ["toeplitz", "toeplitz_log"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_toeplitz_identity_init_is_exactly_the_identity(causal, matrix):
+def test_toeplitz_identity_init_is_exactly_the_identity(causal):
     # The Toeplitz vector is taken from the first row and column of an initial full matrix, at the right offsets.
-    mix = TokenMixing(20, causal=causal, init="identity", matrix=matrix)
-    a = mix.matrix(18)
-    assert torch.equal(a.tril() if causal else a, torch.eye(18))
+    mix = TokenMixing(8, causal=causal, init="identity", matrix="toeplitz")
+    a = mix.matrix(6)
+    assert torch.equal(a.tril() if causal else a, torch.eye(6))
 
 
-@pytest.mark.parametrize("matrix", ["toeplitz", "full_plus_toeplitz", "toeplitz_log"])
+@pytest.mark.parametrize("matrix", ["toeplitz", "full_plus_toeplitz"])
 def test_toeplitz_offsets_are_not_saved(matrix):
     # A derived index table: checkpoints hold the parameters only.
     keys = set(TokenMixing(8, causal=False, matrix=matrix).state_dict())
-    assert keys == ({"weight", "relative", "bias"} if matrix == "full_plus_toeplitz" else {"relative", "bias"})
-
-
-def test_log_buckets_follow_t5s_spacing():
-    """A weight per offset below 8, then 2 buckets per doubling; the edges at powers of two are exact."""
-    from fairseq_resmlp.modules.token_mixing import log_buckets
-
-    offsets = torch.arange(256)
-    buckets = log_buckets(offsets)
-    assert torch.equal(buckets[:8], offsets[:8])
-    first = {int(b): int(offsets[buckets == b][0]) for b in buckets.unique()}
-    assert first == {**{d: d for d in range(8)}, 8: 8, 9: 12, 10: 16, 11: 23, 12: 32, 13: 46, 14: 64, 15: 91,
-                     16: 128, 17: 182}  # fmt: skip
-    assert bool((buckets[1:] - buckets[:-1] >= 0).all())  # monotone: a farther offset never gets a nearer bucket
-
-
-@pytest.mark.parametrize("causal", [False, True])
-def test_log_bucketed_toeplitz_shares_weights_beyond_eight_offsets(causal):
-    mix = TokenMixing(256, causal=causal, matrix="toeplitz_log", init="trunc_normal")
-    assert mix.weight is None and mix.relative.numel() == (18 if causal else 35)
-    with torch.no_grad():
-        mix.relative.normal_()
-    a = mix.matrix(40)
-    assert torch.equal(a[1:, 1:], a[:-1, :-1])  # still shift-invariant
-    # Offsets 16-22 share a weight (23 starts the next bucket), 7 and 8 do not; so do their negatives in the encoder.
-    assert bool((a[16:23, 0] == a[16, 0]).all()) and a[23, 0] != a[22, 0] and a[7, 0] != a[8, 0]
-    assert len(set(a[:, 0].tolist())) == 13  # offsets 0-39: 8 exact + buckets 8-11, 12-15, 16-22, 23-31, 32-39
-    if not causal:
-        assert bool((a[0, 16:23] == a[0, 16]).all()) and a[0, 16] != a[16, 0]
-    # A sentence of 40 trains every bucket it uses, and only those (25 of 35 in the encoder: 12 each side + 0).
-    mix(torch.randn(40, 2, 3)).sum().backward()
-    assert int((mix.relative.grad != 0).sum()) == (13 if causal else 25)
-
-
-def test_log_bucketed_step_equals_full_forward_past_the_exact_offsets():
-    """The decoding paths read the bucket table too: 30 steps reach offsets 8-29 (buckets 8-11)."""
-    mix = TokenMixing(40, causal=True, matrix="toeplitz_log", init="xavier")
-    with torch.no_grad():
-        mix.bias.normal_()
-        mix.relative.normal_()
-    x = torch.randn(30, 2, 3)
-    full = mix(x)
-    inputs = torch.zeros(2, 32, 3)
-    state = {}
-    for t in range(30):
-        assert torch.allclose(mix.step(x[t], inputs, torch.tensor([t]), 32), full[t], atol=1e-5)
-        assert torch.allclose(mix(x[t : t + 1], None, state)[0], full[t], atol=1e-5)
+    assert keys == ({"relative", "bias"} if matrix == "toeplitz" else {"weight", "relative", "bias"})
 
 
 def test_token_mixing_dropout_uses_its_rate(monkeypatch):

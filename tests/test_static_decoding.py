@@ -181,7 +181,6 @@ def test_switch_off_from_the_model_options():
 VARIANTS = {
     "small-positions-1-layer": dict(arch="resmlp_small", decoder_layers=1, positional_embeddings="sinusoidal"),
     "small-full-matrix": dict(arch="resmlp_small", token_mixing_matrix="full_plus_toeplitz"),
-    "small-log-buckets": dict(arch="resmlp_small", token_mixing_matrix="toeplitz_log"),
     "tiny-affine": dict(arch="resmlp_tiny"),
     "small-gated": dict(arch="resmlp_small", token_mixing_gate="linear"),
 }

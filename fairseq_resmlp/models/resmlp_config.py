@@ -10,12 +10,11 @@ from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..modules.token_mixing import TOKEN_MIXING_INITS, TOKEN_MIXING_MATRICES, TOKEN_MIXING_MEANS
+from ..modules.token_mixing import TOKEN_MIXING_INITS, TOKEN_MIXING_MATRICES
 
 NORM_TYPE_CHOICES = ChoiceEnum(["affine", "layernorm"])
 TOKEN_MIXING_INIT_CHOICES = ChoiceEnum(list(TOKEN_MIXING_INITS))
 TOKEN_MIXING_MATRIX_CHOICES = ChoiceEnum(list(TOKEN_MIXING_MATRICES))
-TOKEN_MIXING_MEAN_CHOICES = ChoiceEnum(list(TOKEN_MIXING_MEANS))
 POSITIONAL_EMBEDDINGS_CHOICES = ChoiceEnum(["none", "sinusoidal"])
 # A choice, not a flag: fairseq makes a bool option a store_true flag, which could not turn off resmlp_small's gate.
 TOKEN_MIXING_GATE_CHOICES = ChoiceEnum(["none", "linear"])
@@ -90,18 +89,7 @@ class ResMLPConfig(FairseqDataclass):
         metadata={
             "help": "parameterisation of the token-mixing matrix A: 'full' = one weight per pair of absolute "
             "positions (the paper); 'toeplitz' = shift-invariant, A[t, s] = w[t - s], one weight per relative "
-            "offset; 'full_plus_toeplitz' = the sum of both (the Toeplitz part starts at zero); 'toeplitz_log' = "
-            "shift-invariant with T5's log-spaced offset buckets: a weight per offset below 8, then one per bucket, "
-            "2 buckets per doubling (8-11, 12-15, 16-22, 23-31, ...), so rarely seen long offsets share weights"
-        },
-    )
-    token_mixing_mean: TOKEN_MIXING_MEAN_CHOICES = field(  # type: ignore[valid-type]
-        default="none",
-        metadata={
-            "help": "'scalar': add a length-normalised average to the token mixing, m / n on every entry of a row "
-            "that mixes n positions (the sentence in the encoder, the prefix in the decoder), m a learned scalar per "
-            "layer starting at 0, so a layer can average a sentence or prefix of any length, as attention's softmax "
-            "does; 'none': the paper's block"
+            "offset; 'full_plus_toeplitz' = the sum of both (the Toeplitz part starts at zero)"
         },
     )
     compile_layers: bool = field(

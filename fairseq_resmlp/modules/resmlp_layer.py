@@ -27,15 +27,13 @@ IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
 def build_token_mixing(cfg, max_positions: int, causal: bool) -> TokenMixing:
-    # getattr: configurations saved before these options existed load with the paper's full matrix, no dropout, no
-    # average.
+    # getattr: configurations saved before these options existed load with the paper's full matrix, no dropout.
     return TokenMixing(
         max_positions,
         causal=causal,
         init=cfg.token_mixing_init,
         matrix=getattr(cfg, "token_mixing_matrix", "full"),
         dropout=getattr(cfg, "token_mixing_dropout", 0.0),
-        mean=getattr(cfg, "token_mixing_mean", "none"),
     )
 
 

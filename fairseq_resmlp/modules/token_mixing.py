@@ -17,17 +17,6 @@ How A is parameterised (``--token-mixing-matrix``):
 * ``toeplitz``: shift-invariant, ``A[t, s] = w[t - s]``: one weight per relative offset (2P - 1 in the encoder, P in
   the causal decoder). Far fewer parameters, and nothing tied to absolute positions; the bias stays per position.
 * ``full_plus_toeplitz``: the sum of both, the Toeplitz part starting at zero.
-* ``toeplitz_log``: shift-invariant with log-spaced offsets, as T5's relative-position buckets: offsets below 8 have
-  a weight each, larger ones share one per bucket, 2 buckets per doubling (8-11, 12-15, 16-22, 23-31, 32-45, ...).
-  Long offsets are rare in corpora of short sentences, so their own weights are barely trained; a shared one gets
-  the updates of its whole range (18 weights in the causal decoder for 256 positions, 35 in the encoder).
-
-``--token-mixing-mean scalar`` adds a length-normalised average: ``m / n`` to every entry of row t, where n is the
-number of positions the row mixes (the sentence's length in the encoder, t + 1 in the causal decoder) and m a learned
-scalar per layer that starts at 0. Attention's softmax normalises by length; a Toeplitz row does not, so averaging
-a whole sentence or prefix (what a decoder needs to track how much of the source it has covered) is otherwise out of
-reach at lengths rarely trained on. In the decoder the term is part of every row of A (the decoding steps get it
-for free); in the encoder it depends on each sentence's length, so it is a separate masked mean.
 
 ``--token-mixing-dropout`` drops entries of A itself while training (DropConnect on the mixing matrix, scaled by
 1 / (1 - p)), a regulariser for the position-specific weights.
@@ -93,39 +82,7 @@ def _top_left(matrix: Tensor, length: int) -> Tensor:
 
 
 # The --token-mixing-matrix choices.
-TOKEN_MIXING_MATRICES = ("full", "toeplitz", "full_plus_toeplitz", "toeplitz_log")
-
-# The --token-mixing-mean choices.
-TOKEN_MIXING_MEANS = ("none", "scalar")
-
-# toeplitz_log: offsets below EXACT_OFFSETS keep a weight each; beyond, BUCKETS_PER_DOUBLING buckets per doubling.
-EXACT_OFFSETS = 8
-BUCKETS_PER_DOUBLING = 2
-
-
-def log_buckets(distance: Tensor) -> Tensor:
-    """Bucket of every offset ``distance`` >= 0: the offset itself below EXACT_OFFSETS, then
-    ``EXACT_OFFSETS + floor(BUCKETS_PER_DOUBLING * log2(distance / EXACT_OFFSETS))``."""
-    # float64: the bucket edges at exact powers of two (32, 64, ...) must not round down.
-    ratio = distance.clamp(min=EXACT_OFFSETS).double() / EXACT_OFFSETS
-    far = EXACT_OFFSETS + torch.floor(BUCKETS_PER_DOUBLING * torch.log2(ratio)).long()
-    return torch.where(distance < EXACT_OFFSETS, distance, far)
-
-
-def relative_index(max_positions: int, causal: bool, logarithmic: bool) -> Tensor:
-    """``max_positions x max_positions`` table: the index into the relative weights of every A[t, s].
-
-    The causal decoder only needs t - s >= 0 (the upper triangle is masked, so it is clamped to offset 0); the
-    encoder's indices run from the most negative offset (index 0) through offset 0 to the most positive.
-    """
-    pos = torch.arange(max_positions)
-    offsets = pos.unsqueeze(1) - pos.unsqueeze(0)
-    if causal:
-        offsets = offsets.clamp(min=0)
-    magnitude = log_buckets(offsets.abs()) if logarithmic else offsets.abs()
-    if causal:
-        return magnitude
-    return magnitude.max() + offsets.sign() * magnitude
+TOKEN_MIXING_MATRICES = ("full", "toeplitz", "full_plus_toeplitz")
 
 
 @with_incremental_state
@@ -133,19 +90,11 @@ class TokenMixing(nn.Module):
     """Linear map across positions; causal (lower-triangular) when ``causal=True``."""
 
     def __init__(
-        self,
-        max_positions: int,
-        causal: bool,
-        init: str = "linear",
-        matrix: str = "full",
-        dropout: float = 0.0,
-        mean: str = "none",
+        self, max_positions: int, causal: bool, init: str = "linear", matrix: str = "full", dropout: float = 0.0
     ) -> None:
         super().__init__()
         if matrix not in TOKEN_MIXING_MATRICES:
             raise ValueError(f"--token-mixing-matrix must be one of {list(TOKEN_MIXING_MATRICES)}, got {matrix!r}")
-        if mean not in TOKEN_MIXING_MEANS:
-            raise ValueError(f"--token-mixing-mean must be one of {list(TOKEN_MIXING_MEANS)}, got {mean!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"--token-mixing-dropout must be in [0, 1), got {dropout}")
         self.max_positions = max_positions
@@ -154,24 +103,25 @@ class TokenMixing(nn.Module):
         self.dropout = dropout
         self.weight: Optional[nn.Parameter] = None
         self.relative: Optional[nn.Parameter] = None
-        if matrix in ("full", "full_plus_toeplitz"):
+        if matrix != "toeplitz":
             self.weight = nn.Parameter(torch.empty(max_positions, max_positions))
         if matrix != "full":
-            # Where every A[t, s] reads its weight in ``relative``: derived, so not saved in checkpoints.
-            offsets = relative_index(max_positions, causal, logarithmic=matrix == "toeplitz_log")
+            # Offsets t - s, shifted to index ``relative``; the causal decoder only needs t - s >= 0 (the upper
+            # triangle is masked, so clamping it to offset 0 is harmless).
+            pos = torch.arange(max_positions)
+            offsets = pos.unsqueeze(1) - pos.unsqueeze(0)
+            if causal:
+                offsets = offsets.clamp(min=0)
+            else:
+                offsets = offsets + max_positions - 1
             self.register_buffer("offsets", offsets, persistent=False)
-            self.relative = nn.Parameter(torch.empty(int(offsets.max()) + 1))
+            self.relative = nn.Parameter(torch.empty(max_positions if causal else 2 * max_positions - 1))
         self.bias = nn.Parameter(torch.empty(max_positions))
-        # m of --token-mixing-mean scalar (shape (1,), as fairseq's optimizers and FSDP expect no 0-d parameters).
-        self.mean_scale: Optional[nn.Parameter] = nn.Parameter(torch.empty(1)) if mean == "scalar" else None
         self.reset_parameters(init)
 
     def reset_parameters(self, init: str) -> None:
         if init not in TOKEN_MIXING_INITS:
             raise ValueError(f"--token-mixing-init must be one of {sorted(TOKEN_MIXING_INITS)}, got {init!r}")
-        if self.mean_scale is not None:
-            with torch.no_grad():
-                self.mean_scale.zero_()  # start as the block without the average
         if self.weight is not None:
             TOKEN_MIXING_INITS[init](self.weight, self.bias)
             if self.causal:
@@ -185,15 +135,17 @@ class TokenMixing(nn.Module):
                     # Added to a full matrix: start at zero, so the sum starts as the full matrix's init.
                     self.relative.zero_()
                 else:
-                    # Initialise a full matrix the chosen way and give each relative weight the entry of A where
-                    # its index first occurs (row-major: first row, then first column; for the identity, 1 at
-                    # offset 0 only); the distribution of every A[t, s] is then that of the full matrix's.
+                    # Initialise a full matrix the chosen way and keep its first row/column (for the identity:
+                    # 1 at offset 0); the distribution of every A[t, s] is then that of the full matrix's.
                     full = torch.empty(self.max_positions, self.max_positions)
                     TOKEN_MIXING_INITS[init](full, self.bias)
-                    index = self.offsets.flatten()
-                    first = torch.full_like(self.relative, index.numel(), dtype=torch.long)
-                    first.scatter_reduce_(0, index, torch.arange(index.numel()), "amin")
-                    self.relative.copy_(full.flatten()[first])
+                    last = self.max_positions - 1
+                    if self.causal:
+                        self.relative.copy_(full[:, 0])  # A[t, 0] has offset t
+                    else:
+                        # offsets -(P-1)..0 from row 0 reversed, 1..P-1 from column 0
+                        self.relative.copy_(torch.cat([full[0].flip(0), full[1:, 0]]))
+                    assert self.relative.numel() == (last + 1 if self.causal else 2 * last + 1)
 
     def matrix(self, length: int) -> Tensor:
         """The top-left ``length x length`` block of A (upper triangle not yet masked in the causal case)."""
@@ -212,11 +164,9 @@ class TokenMixing(nn.Module):
         if self.weight is not None:
             w = self.weight[t : t + 1, : t + 1]
         if self.relative is not None:
-            shifted = self.relative[self.offsets[t : t + 1, : t + 1]]  # A[t, s] = w[index of t - s], s = 0..t
+            shifted = self.relative[: t + 1].flip(0).unsqueeze(0)  # A[t, s] = w[t - s], s = 0..t
             w = shifted if w is None else w + shifted
         assert w is not None
-        if self.mean_scale is not None:
-            w = w + self.mean_scale / (t + 1)
         return w
 
     def rows(self, index: Tensor, length: int) -> Tensor:
@@ -228,18 +178,11 @@ class TokenMixing(nn.Module):
             shifted = self.relative[self.offsets.index_select(0, index)[:, :length]]
             w = shifted if w is None else w + shifted
         assert w is not None
-        return w + self._prefix_mean(index, w.dtype)
-
-    def _prefix_mean(self, rows: Tensor, dtype: torch.dtype) -> Tensor:
-        """The causal --token-mixing-mean term of rows ``rows``: m / (t + 1), a column to add (0 without it)."""
-        if self.mean_scale is None:
-            return torch.zeros((), dtype=dtype, device=rows.device)
-        return self.mean_scale / (rows + 1).to(dtype).unsqueeze(1)
+        return w
 
     def extra_repr(self) -> str:
         extra = f", matrix={self.matrix_type}" if self.matrix_type != "full" else ""
         extra += f", dropout={self.dropout}" if self.dropout else ""
-        extra += ", mean=scalar" if self.mean_scale is not None else ""
         return f"max_positions={self.max_positions}, causal={self.causal}{extra}"
 
     def forward(
@@ -266,15 +209,11 @@ class TokenMixing(nn.Module):
             x = x.masked_fill(padding_mask.transpose(0, 1).unsqueeze(-1), 0.0)
         w = self.matrix(length)
         if self.training and self.dropout > 0:
-            w = F.dropout(w, self.dropout)  # the learned entries only, not the length-normalised average
+            w = F.dropout(w, self.dropout)
         if self.causal:
-            w = (w + self._prefix_mean(torch.arange(length, device=w.device), w.dtype)).tril()
-        out = torch.addmm(self.bias[:length].unsqueeze(1), w, x.reshape(length, -1)).view_as(x)
-        if self.mean_scale is not None and not self.causal:
-            # Each sentence's own mean (padding was zeroed above): not a matrix term, as n differs per sentence.
-            count = x.new_full((x.size(1),), length) if padding_mask is None else (~padding_mask).sum(1).to(x.dtype)
-            out = out + self.mean_scale * (x.sum(0) / count.clamp(min=1).unsqueeze(1))
-        return out
+            w = w.tril()
+        out = torch.addmm(self.bias[:length].unsqueeze(1), w, x.reshape(length, -1))
+        return out.view_as(x)
 
     # Decoding -------------------------------------------------------------------------------------------------
 
