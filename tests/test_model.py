@@ -441,3 +441,19 @@ def test_architecture_defaults_fill_options_given_as_none():
     cfg = argparse.Namespace(encoder_layers=None, dropout=None, token_mixing_matrix=None, decoder_layers=2)
     resmlp_small(cfg)
     assert (cfg.encoder_layers, cfg.dropout, cfg.token_mixing_matrix, cfg.decoder_layers) == (6, 0.3, "toeplitz", 2)
+
+
+def test_the_deep_encoder_shallow_decoder_architecture_is_resmlp_small_with_12_and_2_layers():
+    from fairseq_resmlp.models.resmlp import resmlp_small, resmlp_small_e12d2
+
+    small, deep = argparse.Namespace(), argparse.Namespace()
+    resmlp_small(small)
+    resmlp_small_e12d2(deep)
+    assert (deep.encoder_layers, deep.decoder_layers) == (12, 2)
+    assert {k: v for k, v in vars(deep).items() if not k.endswith("_layers")} == {
+        k: v for k, v in vars(small).items() if not k.endswith("_layers")
+    }
+    # Given depths win, as with every architecture.
+    given = argparse.Namespace(encoder_layers=None, decoder_layers=4)
+    resmlp_small_e12d2(given)
+    assert (given.encoder_layers, given.decoder_layers) == (12, 4)

@@ -141,6 +141,7 @@ def test_small_dry_run_gives_both_architectures_the_same_recipe(toy_data, tmp_pa
     "arch, given, expected",
     [
         ("resmlp_small", None, "0.002"),
+        ("resmlp_small_e12d2", None, "0.002"),
         ("transformer_iwslt_de_en", None, "0.001"),
         ("resmlp_mini", None, "0.001"),
         ("resmlp_small", "0.0007", "0.0007"),
