@@ -166,6 +166,12 @@ def test_compare_end_to_end_on_the_cpu(tmp_path):
     assert (out / "compare.png").stat().st_size > 0
     table = (out / "compare.md").read_text()
     assert "Best by validation: **toeplitz**" in table and "| configuration | lenpen 1 | lenpen 3 |" in table
+    # Each length penalty's hypotheses kept beside its score, and the length table made from the chosen ones.
+    assert len(list(out.glob("runs/*/eval/valid_avg.lenpen*.hyp"))) == 2 * 2 * 2
+    assert sum(b["sentences"] for b in record["source_buckets"]) == 12
+    for name in ("base", "toeplitz"):
+        assert len(record["validation"][name]["length_by_source"]) == len(record["source_buckets"])
+    assert "by source length in words (sentences)" in table
 
 
 def test_compare_names_a_failed_run_and_its_log(tmp_path):
@@ -190,6 +196,9 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
     data = tmp_path / "data"
     (data / "data-bin").mkdir(parents=True)
     (data / "manifest.json").write_text(json.dumps({"languages": {"src": "en", "tgt": "de"}}))
+    (data / "ref").mkdir()
+    (data / "ref" / "valid.en").write_text("one two\none two three four five six\n")
+    (data / "ref" / "valid.de").write_text("a b\na b c d e\n")
     bleu = {"base": 30.0, "mlp": 31.0}
     phases = []
 
@@ -207,9 +216,11 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
                 "generation": {"lenpen": lenpen},
                 "metrics": {"sacrebleu": {"score": bleu[key.split("-")[0]] + lenpen, "length_ratio": lenpen - 0.1}},
                 "files": {"hypotheses": str(run / "h")},
-                "references": str(run / "r"),
+                "references": str(data / "ref" / "valid.de"),
             }
             (run / "eval" / "valid_avg.json").write_text(json.dumps(result))
+            # Hypotheses one word shorter than the references at lenpen 0.5, as long at 1.0.
+            (run / "h").write_text("a b\n" + ("a b c d e\n" if lenpen == 1.0 else "a b c d\n"))
 
     monkeypatch.setattr(compare, "run_all", fake_run_all)
     monkeypatch.setattr(compare, "plot", lambda record, path: path.write_bytes(b"png"))
@@ -226,6 +237,41 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
     table = (tmp_path / "out" / "compare.md").read_text()
     assert "| mlp | 2 | 32.00 |" in table and "The test phase has not finished" in table
     assert record["validation"]["mlp"]["averaged_epochs"] == [[], []]  # faked runs: no checkpoints
+    # The length table uses the chosen length penalty's kept hypotheses (mlp: 1.0, base: 1.0 as well).
+    assert record["source_buckets"] == [{"words": [2, 5], "sentences": 1}, {"words": [6, 6], "sentences": 1}]
+    assert record["validation"]["mlp"]["length_by_source"] == [1.0, 1.0]
+    assert "| configuration | 2-5 (1) | 6-6 (1) |" in table and "| mlp | 1.000 | 1.000 |" in table
+
+
+def test_length_by_source_counts_sacrebleus_tokens_per_bucket():
+    sources = ["a b", "a b c", "a b c d e f g h"]
+    references = ["Ein Hund.", "Zwei Hunde laufen.", "Drei Hunde laufen schnell über die Wiese."]
+    hypotheses = ["Ein Hund.", "Zwei Hunde.", "Drei Hunde laufen schnell."]
+    # 13a tokens: "Hund." is 2 (the period split off): 3/3, 3/4 for the first bucket together, then 5/8.
+    ratios = compare.length_by_source(sources, references, hypotheses, [[1, 3], [4, 9]])
+    assert ratios == [pytest.approx(6 / 7), pytest.approx(5 / 8)]
+    assert compare.length_by_source(sources, ["", "", "x"], hypotheses, [[1, 3], [8, 8]]) == [None, pytest.approx(5)]
+
+
+def test_source_buckets_cut_at_quartiles_and_keep_the_longest_tenth_apart():
+    sources = [" ".join("w" * n) for n in range(1, 101)]  # 1 to 100 words, once each
+    assert compare.source_buckets(sources) == [[1, 25], [26, 50], [51, 75], [76, 90], [91, 100]]
+    # Equal cuts merge: every source 3 words long but one of 9.
+    assert compare.source_buckets(["w w w"] * 9 + [" ".join("w" * 9)]) == [[3, 8], [9, 9]]
+    assert compare.source_buckets(["w"] * 4) == [[1, 1]]
+    assert compare.source_buckets([]) == []
+
+
+def test_length_table_shows_older_runs_without_kept_hypotheses_as_dashes():
+    spread = {"mean": 30.0, "min": 30.0, "max": 30.0, "std": 0.0}
+    row = {"bleu": spread, "per_seed": [30.0], "lenpen": 1.0, "valid_loss_mean": 4.0, "updates_mean": 100}
+    record = {"title": "t", "baseline": "a", "best": "b", "lenpens": [1.0], "test_split": None,
+              "source_buckets": [{"words": [1, 9], "sentences": 5}, {"words": [10, 30], "sentences": 2}],
+              "validation": {"a": {**row, "length_by_source": [0.9876, None]}, "b": {**row, "length_by_source": None}}}  # fmt: skip
+    table = compare.format_tables(record)
+    assert "| configuration | 1-9 (5) | 10-30 (2) |\n|---|---:|---:|\n| a | 0.988 | - |\n| b | - | - |" in table
+    del record["source_buckets"]  # a record written before the table existed
+    assert "by source length" not in compare.format_tables(record)
 
 
 def test_table_shows_the_averaged_epochs_and_says_when_they_differ():
@@ -254,13 +300,32 @@ def test_choose_lenpen_takes_the_best_mean_and_the_first_of_equals():
 
 def test_keep_lenpen_score_refuses_a_result_decoded_with_another_lenpen(tmp_path):
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "valid_avg.json").write_text(json.dumps({"generation": {"lenpen": 1.0}}))
+    hyp = tmp_path / "eval" / "valid_avg.hyp"
+    result = {"generation": {"lenpen": 1.0}, "files": {"hypotheses": str(hyp)}}
+    (tmp_path / "eval" / "valid_avg.json").write_text(json.dumps(result))
     with pytest.raises(ToolError, match="decoded with --lenpen 1.0, expected 1.3"):
         compare.keep_lenpen_score(tmp_path, "valid", 1.3)
+    with pytest.raises(ToolError, match=f"its hypotheses {hyp} cannot be read"):
+        compare.keep_lenpen_score(tmp_path, "valid", 1.0)
+    assert not (tmp_path / "eval" / "valid_avg.lenpen1.json").exists()
+    hyp.write_text("Ein Hund.\n", encoding="utf-8")
     compare.keep_lenpen_score(tmp_path, "valid", 1.0)
-    assert json.loads((tmp_path / "eval" / "valid_avg.lenpen1.json").read_text())["generation"]["lenpen"] == 1.0
+    kept = json.loads((tmp_path / "eval" / "valid_avg.lenpen1.json").read_text())
+    assert kept["generation"]["lenpen"] == 1.0
+    # The hypotheses are kept too (the next length penalty overwrites valid_avg.hyp), and the kept result names them.
+    assert kept["files"]["hypotheses"] == str(tmp_path / "eval" / "valid_avg.lenpen1.hyp")
+    hyp.write_text("Eine Katze.\n", encoding="utf-8")
+    assert (tmp_path / "eval" / "valid_avg.lenpen1.hyp").read_text(encoding="utf-8") == "Ein Hund.\n"
     with pytest.raises(ToolError, match="no readable evaluation result"):
         compare.keep_lenpen_score(tmp_path, "test", 1.0)
+
+
+def test_a_missing_source_file_is_named(tmp_path):
+    args = compare.build_parser().parse_args(
+        ["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", "a=resmlp_tiny", "--baseline", "a"]
+    )
+    with pytest.raises(ToolError, match=r"raw/valid\.en: the validation sources cannot be read"):
+        compare.validation_lengths(args, {}, {}, "en")
 
 
 def test_repeated_lenpens_are_refused(capsys):

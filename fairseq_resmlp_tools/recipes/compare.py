@@ -22,7 +22,8 @@ validation BLEU (one value per configuration, the same for its seeds; the first 
 stops after the validation table (for tuning rounds: the test split is then not scored at all).
 
 Outputs in ``--out``: ``runs/NAME-sSEED/`` (each run, with its log), ``compare.json`` (every number),
-``compare.md`` (the tables) and ``compare.png`` (validation BLEU per configuration, each seed a dot, and the
+``compare.md`` (the tables, with the validation hypotheses' length against the references' per bucket of source
+length: where a model's translations fall short) and ``compare.png`` (validation BLEU per configuration, each seed a dot, and the
 finals' test BLEU). A re-run resumes: finished runs and scores are kept (the runs are resumable recipes).
 
 With many runs on one GPU, all of them evaluate at about the same time: give ``--train-args --eval-max-tokens
@@ -138,8 +139,14 @@ def lenpen_score_file(run: Path, split: str, lenpen: float) -> Path:
     return run / "eval" / f"{split}_avg.lenpen{lenpen:g}.json"
 
 
+def lenpen_hypotheses_file(run: Path, split: str, lenpen: float) -> Path:
+    """Where the hypotheses of one length penalty are kept, beside its score."""
+    return lenpen_score_file(run, split, lenpen).with_suffix(".hyp")
+
+
 def keep_lenpen_score(run: Path, split: str, lenpen: float) -> None:
-    """Copy the recipe's result for ``lenpen`` aside, after checking that it was decoded with that value."""
+    """Copy the recipe's result and hypotheses for ``lenpen`` aside, after checking that they were decoded with that
+    value; the kept result names the kept hypotheses."""
     result = run / "eval" / f"{split}_avg.json"
     try:
         record = json.loads(result.read_text(encoding="utf-8"))
@@ -148,7 +155,90 @@ def keep_lenpen_score(run: Path, split: str, lenpen: float) -> None:
     used = record.get("generation", {}).get("lenpen")
     if used is None or abs(float(used) - lenpen) > 1e-9:
         raise ToolError(f"{result}: decoded with --lenpen {used}, expected {lenpen:g}")
-    write_text_atomic(lenpen_score_file(run, split, lenpen), result.read_text(encoding="utf-8"))
+    hypotheses = Path(record.get("files", {}).get("hypotheses", ""))
+    try:
+        text = hypotheses.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:
+        raise ToolError(f"{result}: its hypotheses {hypotheses} cannot be read ({e})") from None
+    kept = lenpen_hypotheses_file(run, split, lenpen)
+    write_text_atomic(kept, text)
+    record["files"]["hypotheses"] = str(kept)
+    write_json_atomic(lenpen_score_file(run, split, lenpen), record)
+
+
+def read_text_lines(path: Path, what: str) -> List[str]:
+    """``read_lines``, with an unreadable file refused by name."""
+    try:
+        return read_lines(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ToolError(f"{path}: {what} cannot be read ({e})") from None
+
+
+# Source-length buckets: the sources split at these quantiles of their length in words, so the last bucket holds the
+# longest 10% on their own (session 10: ResMLP's shortfall was in the longest Multi30k sentences).
+LENGTH_QUANTILES = (0.25, 0.5, 0.75, 0.9)
+
+
+def source_buckets(sources: Sequence[str]) -> List[List[int]]:
+    """Ranges [first, last] of source lengths in words, split at LENGTH_QUANTILES (equal cuts merged)."""
+    counts = sorted(len(line.split()) for line in sources)
+    if not counts:
+        return []
+    starts = sorted({counts[0], *(counts[int(q * len(counts))] for q in LENGTH_QUANTILES)})
+    return [[lo, hi - 1] for lo, hi in zip(starts, starts[1:])] + [[starts[-1], counts[-1]]]
+
+
+def length_by_source(
+    sources: Sequence[str], references: Sequence[str], hypotheses: Sequence[str], buckets: Sequence[Sequence[int]]
+) -> List[Optional[float]]:
+    """Hypothesis / reference length per source-length bucket, in the tokens sacreBLEU's BLEU counts (13a);
+    None for a bucket whose references are empty."""
+    from sacrebleu.metrics import BLEU
+
+    tokenize = BLEU().tokenizer
+    ratios: List[Optional[float]] = []
+    for first, last in buckets:
+        rows = [i for i, line in enumerate(sources) if first <= len(line.split()) <= last]
+        ref = sum(len(tokenize(references[i].strip()).split()) for i in rows)
+        hyp = sum(len(tokenize(hypotheses[i].strip()).split()) for i in rows)
+        ratios.append(hyp / ref if ref else None)
+    return ratios
+
+
+def validation_lengths(
+    args: argparse.Namespace, configs: Dict[str, "Config"], validation: Dict[str, Any], src: str
+) -> List[Dict[str, Any]]:
+    """Adds ``length_by_source`` (mean over the seeds, at the chosen length penalty) to every configuration of
+    ``validation``; returns the buckets. A run whose hypotheses were not kept (scored by an older resmlp-compare) gets
+    None, shown as '-'."""
+    # As resmlp-evaluate finds the references: ref/ as published, else raw/ (older outputs and the toy data).
+    source_file = args.data / "ref" / f"{args.valid_split}.{src}"
+    if not source_file.is_file():
+        source_file = args.data / "raw" / f"{args.valid_split}.{src}"
+    sources = read_text_lines(source_file, "the validation sources")
+    buckets = source_buckets(sources)
+    for name, config in configs.items():
+        lenpen = validation[name]["lenpen"]
+        per_seed = []
+        for seed in args.seeds:
+            run = run_dir(args.out, config, seed)
+            kept = lenpen_hypotheses_file(run, args.valid_split, lenpen)
+            if not kept.is_file():
+                per_seed = []
+                break
+            reference_file = load_score(lenpen_score_file(run, args.valid_split, lenpen))["references"]
+            references = read_text_lines(reference_file, "the validation references")
+            hypotheses = read_text_lines(kept, "kept hypotheses")
+            if not len(sources) == len(references) == len(hypotheses):
+                raise ToolError(
+                    f"{source_file} has {len(sources)} lines, {reference_file} {len(references)} and {kept} "
+                    f"{len(hypotheses)}: they must be the same sentences"
+                )
+            per_seed.append(length_by_source(sources, references, hypotheses, buckets))
+        validation[name]["length_by_source"] = (
+            [None if None in col else statistics.fmean(col) for col in zip(*per_seed)] if per_seed else None
+        )
+    return [{"words": b, "sentences": sum(b[0] <= len(s.split()) <= b[1] for s in sources)} for b in buckets]
 
 
 def choose_lenpen(per_lenpen: Dict[float, List[float]]) -> float:
@@ -251,6 +341,21 @@ def format_tables(record: Dict[str, Any]) -> str:
             "The runs averaged different epochs: a configuration that reached fewer epochs in the same time averages "
             "earlier checkpoints (a smaller --save-interval narrows the difference).",
         ]
+    buckets = record.get("source_buckets")
+    if buckets:
+        lines += [
+            "",
+            "Validation hypothesis / reference length (sacreBLEU's 13a tokens) by source length in words (sentences), "
+            "mean over the seeds, at each configuration's length penalty; the last bucket is the longest 10%:",
+            "",
+            "| configuration | "
+            + " | ".join(f"{b['words'][0]}-{b['words'][1]} ({b['sentences']})" for b in buckets)
+            + " |",
+            "|---|" + "---:|" * len(buckets),
+        ]
+        for name, c in record["validation"].items():
+            ratios = c.get("length_by_source") or [None] * len(buckets)
+            lines.append(f"| {name} | " + " | ".join("-" if r is None else f"{r:.3f}" for r in ratios) + " |")
     if len(record["lenpens"]) > 1:
         lines += [
             "",
@@ -380,6 +485,7 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
             "updates_mean": statistics.fmean(s["updates"] for s in summaries),
             "averaged_epochs": [s["epochs"] for s in summaries],
         }
+    buckets = validation_lengths(args, configs, validation, src)
     best = max((n for n in configs if n != args.baseline), key=lambda n: validation[n]["bleu"]["mean"])
     finals = [args.baseline, best] + [n for n in args.final if n not in (args.baseline, best)]
     record = {
@@ -392,6 +498,7 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
         "valid_split": args.valid_split,
         "test_split": None if args.validation_only else args.test_split,
         "validation": validation,
+        "source_buckets": buckets,
         "test": {},
         "command": sys.argv,
     }
