@@ -270,6 +270,9 @@ def test_length_table_shows_older_runs_without_kept_hypotheses_as_dashes():
               "validation": {"a": {**row, "length_by_source": [0.9876, None]}, "b": {**row, "length_by_source": None}}}  # fmt: skip
     table = compare.format_tables(record)
     assert "| configuration | 1-9 (5) | 10-30 (2) |\n|---|---:|---:|\n| a | 0.988 | - |\n| b | - | - |" in table
+    assert "'-': no length (runs scored by a resmlp-compare older than this table" in table  # said, not left to guess
+    record["validation"] = {"a": {**row, "length_by_source": [0.9, 1.0]}}
+    assert "'-'" not in compare.format_tables(record)
     del record["source_buckets"]  # a record written before the table existed
     assert "by source length" not in compare.format_tables(record)
 

@@ -353,9 +353,17 @@ def format_tables(record: Dict[str, Any]) -> str:
             + " |",
             "|---|" + "---:|" * len(buckets),
         ]
+        missing = False
         for name, c in record["validation"].items():
             ratios = c.get("length_by_source") or [None] * len(buckets)
+            missing = missing or None in ratios
             lines.append(f"| {name} | " + " | ".join("-" if r is None else f"{r:.3f}" for r in ratios) + " |")
+        if missing:
+            lines += [
+                "",
+                "'-': no length (runs scored by a resmlp-compare older than this table kept no hypotheses per length "
+                "penalty, or the bucket's references are empty).",
+            ]
     if len(record["lenpens"]) > 1:
         lines += [
             "",
@@ -521,12 +529,12 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
         results = [
             load_score(run_dir(args.out, configs[name], s) / "eval" / f"{args.test_split}_avg.json") for s in args.seeds
         ]
-        hyps[name] = [read_lines(r["hypotheses"]) for r in results]
+        hyps[name] = [read_text_lines(r["hypotheses"], "test hypotheses") for r in results]
         reference_files.update(r["references"] for r in results)
         test[name] = {"per_seed": [r["bleu"] for r in results], "bleu": mean_spread([r["bleu"] for r in results])}
     if len(reference_files) != 1:
         raise ToolError(f"the final runs were scored against different references: {sorted(reference_files)}")
-    references = read_lines(reference_files.pop())
+    references = read_text_lines(reference_files.pop(), "the test references")
     for name in finals:
         if name == args.baseline:
             continue
