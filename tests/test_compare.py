@@ -154,6 +154,7 @@ def test_compare_end_to_end_on_the_cpu(tmp_path):
         assert sorted(v["per_lenpen"]) == ["1", "3"] and v["lenpen"] in (1.0, 3.0)
         assert v["bleu"] == v["per_lenpen"][f"{v['lenpen']:g}"]  # the chosen one is the best mean
         assert v["bleu"]["mean"] == max(m["mean"] for m in v["per_lenpen"].values())
+        assert v["bleu_without_bp"] >= v["bleu"]["mean"]  # resmlp-evaluate records the brevity penalty, at most 1
         assert len(record["test"][name]["per_seed"]) == 2
         for seed in (1, 2):  # each run scored the validation split per length penalty, then the test split once
             ev = out / "runs" / f"{name}-s{seed}" / "eval"
@@ -212,9 +213,11 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
             lenpen = float(cmd[cmd.index("--lenpen") + 1])
             (run / "eval").mkdir(parents=True, exist_ok=True)
             (run / "train.log").write_text('x | INFO | valid | {"valid_loss": "4.5", "valid_num_updates": "100"}\n')
+            score = bleu[key.split("-")[0]] + lenpen
+            sacrebleu = {"score": score, "length_ratio": lenpen - 0.1, "brevity_penalty": lenpen - 0.2}
             result = {
                 "generation": {"lenpen": lenpen},
-                "metrics": {"sacrebleu": {"score": bleu[key.split("-")[0]] + lenpen, "length_ratio": lenpen - 0.1}},
+                "metrics": {"sacrebleu": sacrebleu},
                 "files": {"hypotheses": str(run / "h")},
                 "references": str(data / "ref" / "valid.de"),
             }
@@ -234,8 +237,10 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
     assert record["validation"]["mlp"]["lenpen"] == 1.0 and record["validation"]["mlp"]["per_seed"] == [32.0, 32.0]
     assert record["validation"]["base"]["per_lenpen"]["0.5"]["mean"] == 30.5
     assert record["validation"]["mlp"]["length_ratio"] == pytest.approx(0.9)  # the chosen lenpen's, not 0.5's
+    assert record["validation"]["mlp"]["bleu_without_bp"] == pytest.approx(32.0 / 0.8)  # likewise
     table = (tmp_path / "out" / "compare.md").read_text()
     assert "| mlp | 2 | 32.00 |" in table and "The test phase has not finished" in table
+    assert "| 1 | 0.900 | 40.00 | 4.500 |" in table  # lenpen, length ratio, BLEU / BP, valid loss
     assert record["validation"]["mlp"]["averaged_epochs"] == [[], []]  # faked runs: no checkpoints
     # The length table uses the chosen length penalty's kept hypotheses (mlp: 1.0, base: 1.0 as well).
     assert record["source_buckets"] == [{"words": [2, 5], "sentences": 1}, {"words": [6, 6], "sentences": 1}]
@@ -281,19 +286,45 @@ def test_table_shows_the_averaged_epochs_and_says_when_they_differ():
     def config(epochs):
         spread = {"mean": 30.0, "min": 30.0, "max": 30.0, "std": 0.0}
         return {"bleu": spread, "per_seed": [30.0], "lenpen": 1.0, "valid_loss_mean": 4.0, "updates_mean": 100,
-                "averaged_epochs": epochs, "length_ratio": 0.9734}  # fmt: skip
+                "averaged_epochs": epochs, "length_ratio": 0.9734, "bleu_without_bp": 30.8271}  # fmt: skip
 
     record = {"title": "t", "baseline": "a", "best": "b", "lenpens": [1.0], "test_split": None,
               "validation": {"a": config([[4, 8, 12], [6, 8, 10]]), "b": config([[12, 16, 20]])}}  # fmt: skip
     table = compare.format_tables(record)
-    assert "| a (baseline) | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 0.973 | 4.000 | 100 | 4-12, 6-10 |" in table
-    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 0.973 | 4.000 | 100 | 12-20 |" in table
-    assert "| length ratio | valid loss |" in table
+    assert "| a (baseline) | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 0.973 | 30.83 | 4.000 | 100 | 4-12, 6-10 |" in table
+    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | 0.973 | 30.83 | 4.000 | 100 | 12-20 |" in table
+    assert "| length ratio | BLEU / BP | valid loss |" in table
+    assert "BLEU / BP: BLEU without its brevity penalty" in table
     assert "The runs averaged different epochs" in table
-    record["validation"] = {"a": config([[12, 16, 20]]), "b": {**config([[12, 16, 20]]), "length_ratio": None}}
+    older = {**config([[12, 16, 20]]), "length_ratio": None}
+    del older["bleu_without_bp"]  # a record written before the column existed
+    record["validation"] = {"a": config([[12, 16, 20]]), "b": older}
     table = compare.format_tables(record)
     assert "The runs averaged different epochs" not in table
-    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | - | 4.000 | 100 | 12-20 |" in table  # older results
+    assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | - | - | 4.000 | 100 | 12-20 |" in table  # older results
+
+
+def test_bleu_without_brevity_penalty_divides_by_a_known_positive_penalty_only():
+    assert compare.bleu_without_brevity_penalty(38.56, 0.946) == pytest.approx(40.7611, abs=1e-4)
+    assert compare.bleu_without_brevity_penalty(40.0, 1.0) == 40.0
+    assert compare.bleu_without_brevity_penalty(30.0, None) is None  # older resmlp-evaluate results
+    assert compare.bleu_without_brevity_penalty(0.0, 0.0) is None  # empty hypotheses: BLEU 0, no precision part
+
+
+def test_load_score_reads_the_brevity_penalty_and_tolerates_older_results(tmp_path):
+    def write(sacrebleu):
+        path = tmp_path / "valid_avg.json"
+        result = {"metrics": {"sacrebleu": sacrebleu}, "files": {"hypotheses": "h"}, "references": "r"}
+        path.write_text(json.dumps(result))
+        return path
+
+    scored = compare.load_score(write({"score": 38.0, "length_ratio": 0.95, "brevity_penalty": 0.95}))
+    assert scored["bleu"] == 38.0 and scored["length_ratio"] == 0.95
+    assert scored["bleu_without_bp"] == pytest.approx(40.0)
+    scored = compare.load_score(write({"score": 38.0}))
+    assert scored["length_ratio"] is None and scored["bleu_without_bp"] is None
+    with pytest.raises(ToolError, match="valid_avg.json: no readable evaluation result"):
+        compare.load_score(write({"length_ratio": 0.95}))
 
 
 def test_choose_lenpen_takes_the_best_mean_and_the_first_of_equals():

@@ -246,13 +246,25 @@ def choose_lenpen(per_lenpen: Dict[float, List[float]]) -> float:
     return max(per_lenpen, key=lambda lp: statistics.fmean(per_lenpen[lp]))
 
 
+def bleu_without_brevity_penalty(bleu: float, brevity_penalty: Optional[float]) -> Optional[float]:
+    """BLEU / BP: the n-gram precisions' part of BLEU alone. Two systems that differ in BLEU but not here differ in
+    length, not in word choice (sessions 8 and 12 computed it by hand to find that ResMLP's En-De gap was length).
+    None where the penalty is unknown (older results) or 0 (no hypothesis words, BLEU 0 whatever the precisions)."""
+    if brevity_penalty is None or float(brevity_penalty) <= 0.0:
+        return None
+    return bleu / float(brevity_penalty)
+
+
 def load_score(path: Path) -> Dict[str, Any]:
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
-        ratio = result["metrics"]["sacrebleu"].get("length_ratio")  # absent in results of older resmlp-evaluate
+        sacrebleu = result["metrics"]["sacrebleu"]
+        ratio = sacrebleu.get("length_ratio")  # absent in results of older resmlp-evaluate
+        penalty = sacrebleu.get("brevity_penalty")  # likewise
         return {
-            "bleu": float(result["metrics"]["sacrebleu"]["score"]),
+            "bleu": float(sacrebleu["score"]),
             "length_ratio": None if ratio is None else float(ratio),
+            "bleu_without_bp": bleu_without_brevity_penalty(float(sacrebleu["score"]), penalty),
             "hypotheses": Path(result["files"]["hypotheses"]),
             "references": Path(result["references"]),
         }
@@ -320,20 +332,26 @@ def format_tables(record: Dict[str, Any]) -> str:
         "",
         "## Validation (the choice is made here)",
         "",
-        "| configuration | seeds | valid BLEU mean | min-max | per seed | lenpen | length ratio | valid loss | updates "
-        "| averaged epochs |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
+        "| configuration | seeds | valid BLEU mean | min-max | per seed | lenpen | length ratio | BLEU / BP | valid loss "
+        "| updates | averaged epochs |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, c in record["validation"].items():
         b = c["bleu"]
         per_seed = ", ".join(f"{x:.2f}" for x in c["per_seed"])
-        loss, ratio = c["valid_loss_mean"], c.get("length_ratio")
+        loss, ratio, without_bp = c["valid_loss_mean"], c.get("length_ratio"), c.get("bleu_without_bp")
         lines.append(
             f"| {name}{' (baseline)' if name == record['baseline'] else ''} | {len(c['per_seed'])} | {b['mean']:.2f} "
             f"| {b['min']:.2f}-{b['max']:.2f} | {per_seed} | {c['lenpen']:g} | {'-' if ratio is None else f'{ratio:.3f}'} "
+            f"| {'-' if without_bp is None else f'{without_bp:.2f}'} "
             f"| {'-' if loss is None else f'{loss:.3f}'} "
             f"| {c['updates_mean']:.0f} | {', '.join(epoch_window(e) for e in c.get('averaged_epochs', []))} |"
         )
+    lines += [
+        "",
+        "BLEU / BP: BLEU without its brevity penalty, the n-gram precisions' part alone (mean over the seeds); a gap in "
+        "BLEU that is not a gap here is one of length, not of word choice.",
+    ]
     windows = {tuple(e) for c in record["validation"].values() for e in c.get("averaged_epochs", [])}
     if len(windows) > 1:
         lines += [
@@ -469,6 +487,7 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
     for name, config in configs.items():
         per_lenpen: Dict[float, List[float]] = {}
         ratios: Dict[float, List[Optional[float]]] = {}
+        without_bp: Dict[float, List[Optional[float]]] = {}
         summaries = []
         for seed in args.seeds:
             d = run_dir(args.out, config, seed)
@@ -476,6 +495,7 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
                 scored = load_score(lenpen_score_file(d, args.valid_split, lenpen))
                 per_lenpen.setdefault(lenpen, []).append(scored["bleu"])
                 ratios.setdefault(lenpen, []).append(scored["length_ratio"])
+                without_bp.setdefault(lenpen, []).append(scored["bleu_without_bp"])
             summaries.append({**training_summary(d / "train.log"), "epochs": averaged_epochs(d, args.average_last)})
         chosen = choose_lenpen(per_lenpen)
         losses = [s["valid_loss"] for s in summaries if s["valid_loss"] is not None]
@@ -489,6 +509,7 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
             # hypothesis / reference length (sacreBLEU's ratio), mean over the seeds: below 1, BLEU pays a brevity
             # penalty (session 8: ResMLP's n-gram precisions matched the Transformer's, its length did not).
             "length_ratio": None if None in ratios[chosen] else statistics.fmean(ratios[chosen]),
+            "bleu_without_bp": None if None in without_bp[chosen] else statistics.fmean(without_bp[chosen]),
             "valid_loss_mean": statistics.fmean(losses) if losses else None,
             "updates_mean": statistics.fmean(s["updates"] for s in summaries),
             "averaged_epochs": [s["epochs"] for s in summaries],
