@@ -172,6 +172,16 @@ def test_compare_end_to_end_on_the_cpu(tmp_path):
     assert sum(b["sentences"] for b in record["source_buckets"]) == 12
     for name in ("base", "toeplitz"):
         assert len(record["validation"][name]["length_by_source"]) == len(record["source_buckets"])
+        # Runaways per seed, from that seed's hypotheses at the chosen length penalty (a barely trained toy model
+        # often decodes to the length limit, so most of them may be runaways).
+        lenpen, references = record["validation"][name]["lenpen"], (data / "raw" / "valid.de").read_text().splitlines()
+        expected = [
+            compare.runaway_hypotheses(references, hyp.read_text().splitlines())["count"]
+            for hyp in (
+                out / "runs" / f"{name}-s{seed}" / "eval" / f"valid_avg.lenpen{lenpen:g}.hyp" for seed in (1, 2)
+            )
+        ]
+        assert record["validation"][name]["runaways"] == expected
     assert "by source length in words (sentences)" in table
 
 
@@ -245,7 +255,9 @@ def test_a_failed_test_phase_leaves_the_validation_table(tmp_path, monkeypatch):
     # The length table uses the chosen length penalty's kept hypotheses (mlp: 1.0, base: 1.0 as well).
     assert record["source_buckets"] == [{"words": [2, 5], "sentences": 1}, {"words": [6, 6], "sentences": 1}]
     assert record["validation"]["mlp"]["length_by_source"] == [1.0, 1.0]
-    assert "| configuration | 2-5 (1) | 6-6 (1) |" in table and "| mlp | 1.000 | 1.000 |" in table
+    assert record["validation"]["mlp"]["runaways"] == [0, 0]
+    assert record["validation"]["mlp"]["length_ratio_without_runaways"] == 1.0
+    assert "| configuration | 2-5 (1) | 6-6 (1) |" in table and "| mlp | 1.000 | 1.000 | 0, 0 | 1.000 |" in table
 
 
 def test_length_by_source_counts_sacrebleus_tokens_per_bucket():
@@ -256,6 +268,21 @@ def test_length_by_source_counts_sacrebleus_tokens_per_bucket():
     ratios = compare.length_by_source(sources, references, hypotheses, [[1, 3], [4, 9]])
     assert ratios == [pytest.approx(6 / 7), pytest.approx(5 / 8)]
     assert compare.length_by_source(sources, ["", "", "x"], hypotheses, [[1, 3], [8, 8]]) == [None, pytest.approx(5)]
+
+
+def test_runaway_hypotheses_are_over_twice_their_reference_and_10_tokens_longer():
+    references = ["Ein Hund läuft.", "Zwei Hunde.", "a b c d e f g h i j k l", "x"]
+    hypotheses = [
+        "Ein Hund läuft " + "nur " * 20 + ".",  # 4 reference tokens, 24: a runaway
+        "Zwei Hunde laufen über die Wiese .",  # 3 against 7: over twice, but only 4 tokens longer
+        "a b c d e f g h i j k l " * 2 + "m",  # 12 against 25: twice + 1, 13 longer: a runaway
+        "x",
+    ]
+    found = compare.runaway_hypotheses(references, hypotheses)
+    assert found == {"count": 2, "ratio_without": pytest.approx((7 + 1) / (3 + 1))}
+    # 2x exactly (and 10 longer) is not a runaway; an empty reference with a long hypothesis is.
+    assert compare.runaway_hypotheses(["a b c d e f g h i j"], ["a b c d e f g h i j " * 2])["count"] == 0
+    assert compare.runaway_hypotheses([""], ["w " * 10]) == {"count": 1, "ratio_without": None}
 
 
 def test_source_buckets_cut_at_quartiles_and_keep_the_longest_tenth_apart():
@@ -272,12 +299,19 @@ def test_length_table_shows_older_runs_without_kept_hypotheses_as_dashes():
     row = {"bleu": spread, "per_seed": [30.0], "lenpen": 1.0, "valid_loss_mean": 4.0, "updates_mean": 100}
     record = {"title": "t", "baseline": "a", "best": "b", "lenpens": [1.0], "test_split": None,
               "source_buckets": [{"words": [1, 9], "sentences": 5}, {"words": [10, 30], "sentences": 2}],
-              "validation": {"a": {**row, "length_by_source": [0.9876, None]}, "b": {**row, "length_by_source": None}}}  # fmt: skip
+              "validation": {"a": {**row, "length_by_source": [0.9876, None], "runaways": [3, 0],
+                                   "length_ratio_without_runaways": 0.9712},
+                             "b": {**row, "length_by_source": None}}}  # fmt: skip
     table = compare.format_tables(record)
-    assert "| configuration | 1-9 (5) | 10-30 (2) |\n|---|---:|---:|\n| a | 0.988 | - |\n| b | - | - |" in table
+    header = "| configuration | 1-9 (5) | 10-30 (2) | runaways | ratio without them |\n|---|---:|---:|---:|---:|\n"
+    assert header + "| a | 0.988 | - | 3, 0 | 0.971 |\n| b | - | - | - | - |" in table
+    assert "more than 2x their reference's length and at least 10 tokens longer" in table
     assert "'-': no length (runs scored by a resmlp-compare older than this table" in table  # said, not left to guess
-    record["validation"] = {"a": {**row, "length_by_source": [0.9, 1.0]}}
+    full = {"length_by_source": [0.9, 1.0], "runaways": [0], "length_ratio_without_runaways": 0.95}
+    record["validation"] = {"a": {**row, **full}}
     assert "'-'" not in compare.format_tables(record)
+    record["validation"] = {"a": {**row, **full, "length_ratio_without_runaways": None}}  # empty references
+    assert "'-'" in compare.format_tables(record)
     del record["source_buckets"]  # a record written before the table existed
     assert "by source length" not in compare.format_tables(record)
 

@@ -188,21 +188,44 @@ def source_buckets(sources: Sequence[str]) -> List[List[int]]:
     return [[lo, hi - 1] for lo, hi in zip(starts, starts[1:])] + [[starts[-1], counts[-1]]]
 
 
+def token_counts(lines: Sequence[str]) -> List[int]:
+    """Each line's length in the tokens sacreBLEU's BLEU counts (13a)."""
+    from sacrebleu.metrics import BLEU
+
+    tokenize = BLEU().tokenizer
+    return [len(tokenize(line.strip()).split()) for line in lines]
+
+
 def length_by_source(
     sources: Sequence[str], references: Sequence[str], hypotheses: Sequence[str], buckets: Sequence[Sequence[int]]
 ) -> List[Optional[float]]:
     """Hypothesis / reference length per source-length bucket, in the tokens sacreBLEU's BLEU counts (13a);
     None for a bucket whose references are empty."""
-    from sacrebleu.metrics import BLEU
-
-    tokenize = BLEU().tokenizer
+    ref_tokens, hyp_tokens = token_counts(references), token_counts(hypotheses)
     ratios: List[Optional[float]] = []
     for first, last in buckets:
         rows = [i for i, line in enumerate(sources) if first <= len(line.split()) <= last]
-        ref = sum(len(tokenize(references[i].strip()).split()) for i in rows)
-        hyp = sum(len(tokenize(hypotheses[i].strip()).split()) for i in rows)
-        ratios.append(hyp / ref if ref else None)
+        ref = sum(ref_tokens[i] for i in rows)
+        ratios.append(sum(hyp_tokens[i] for i in rows) / ref if ref else None)
     return ratios
+
+
+# A runaway hypothesis: more than twice its reference's length and at least 10 tokens longer (13a tokens). Session 12
+# found the Transformer's beam search repeating a word up to the length limit in 0-4 of Multi30k's 1014 En-De
+# validation sentences per run, adding up to 1.2 points to its corpus length ratio, and ResMLP's in 0-1: the corpus
+# ratio alone overstates how much shorter ResMLP's translations are.
+RUNAWAY_FACTOR = 2.0
+RUNAWAY_MIN_EXTRA = 10
+
+
+def runaway_hypotheses(references: Sequence[str], hypotheses: Sequence[str]) -> Dict[str, Any]:
+    """``count``: the runaway hypotheses; ``ratio_without``: hypothesis / reference length over the other sentences
+    (None if their references are empty)."""
+    ref_tokens, hyp_tokens = token_counts(references), token_counts(hypotheses)
+    runaway = [h > RUNAWAY_FACTOR * r and h - r >= RUNAWAY_MIN_EXTRA for r, h in zip(ref_tokens, hyp_tokens)]
+    ref = sum(r for r, out in zip(ref_tokens, runaway) if not out)
+    hyp = sum(h for h, out in zip(hyp_tokens, runaway) if not out)
+    return {"count": sum(runaway), "ratio_without": hyp / ref if ref else None}
 
 
 def validation_lengths(
@@ -219,7 +242,7 @@ def validation_lengths(
     buckets = source_buckets(sources)
     for name, config in configs.items():
         lenpen = validation[name]["lenpen"]
-        per_seed = []
+        per_seed, runaways = [], []
         for seed in args.seeds:
             run = run_dir(args.out, config, seed)
             kept = lenpen_hypotheses_file(run, args.valid_split, lenpen)
@@ -235,8 +258,14 @@ def validation_lengths(
                     f"{len(hypotheses)}: they must be the same sentences"
                 )
             per_seed.append(length_by_source(sources, references, hypotheses, buckets))
+            runaways.append(runaway_hypotheses(references, hypotheses))
         validation[name]["length_by_source"] = (
             [None if None in col else statistics.fmean(col) for col in zip(*per_seed)] if per_seed else None
+        )
+        without = [r["ratio_without"] for r in runaways if r["ratio_without"] is not None]
+        validation[name]["runaways"] = [r["count"] for r in runaways] if runaways else None
+        validation[name]["length_ratio_without_runaways"] = (
+            statistics.fmean(without) if runaways and len(without) == len(runaways) else None
         )
     return [{"words": b, "sentences": sum(b[0] <= len(s.split()) <= b[1] for s in sources)} for b in buckets]
 
@@ -364,18 +393,27 @@ def format_tables(record: Dict[str, Any]) -> str:
         lines += [
             "",
             "Validation hypothesis / reference length (sacreBLEU's 13a tokens) by source length in words (sentences), "
-            "mean over the seeds, at each configuration's length penalty; the last bucket is the longest 10%:",
+            "mean over the seeds, at each configuration's length penalty; the last bucket is the longest 10%. "
+            f"Runaways: hypotheses more than {RUNAWAY_FACTOR:g}x their reference's length and at least "
+            f"{RUNAWAY_MIN_EXTRA} tokens longer (per seed; a beam search repeating itself), and the length ratio of "
+            "all the other sentences:",
             "",
             "| configuration | "
             + " | ".join(f"{b['words'][0]}-{b['words'][1]} ({b['sentences']})" for b in buckets)
-            + " |",
-            "|---|" + "---:|" * len(buckets),
+            + " | runaways | ratio without them |",
+            "|---|" + "---:|" * len(buckets) + "---:|---:|",
         ]
         missing = False
         for name, c in record["validation"].items():
             ratios = c.get("length_by_source") or [None] * len(buckets)
-            missing = missing or None in ratios
-            lines.append(f"| {name} | " + " | ".join("-" if r is None else f"{r:.3f}" for r in ratios) + " |")
+            runaways, without = c.get("runaways"), c.get("length_ratio_without_runaways")
+            missing = missing or None in ratios or runaways is None or without is None
+            lines.append(
+                f"| {name} | "
+                + " | ".join("-" if r is None else f"{r:.3f}" for r in ratios)
+                + f" | {'-' if runaways is None else ', '.join(str(n) for n in runaways)}"
+                + f" | {'-' if without is None else f'{without:.3f}'} |"
+            )
         if missing:
             lines += [
                 "",
