@@ -285,6 +285,65 @@ def test_runaway_hypotheses_are_over_twice_their_reference_and_10_tokens_longer(
     assert compare.runaway_hypotheses([""], ["w " * 10]) == {"count": 1, "ratio_without": None}
 
 
+def test_validation_lengths_per_configuration_from_the_kept_hypotheses(tmp_path):
+    """Length by source, runaways and the ratio without them, from each seed's kept hypotheses at the chosen length
+    penalty; '-' material (None) for older runs, for a seed whose other references are empty; bad files by name."""
+    import argparse
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    (data / "ref").mkdir(parents=True)
+    (data / "ref" / "valid.en").write_text("one two\none two three\none two three four five six\n")
+    refs = data / "ref" / "valid.de"
+    refs.write_text("a b\na b c\na b c d e f\n")
+    empty_refs = tmp_path / "empty.de"
+    empty_refs.write_text("\n\n\n")
+    args = argparse.Namespace(data=data, out=out, valid_split="valid", seeds=[1, 2])
+
+    def kept(name, seed, lenpen, hypotheses, references=refs):
+        run = out / "runs" / f"{name}-s{seed}"
+        result = {
+            "metrics": {"sacrebleu": {"score": 30.0}},
+            "files": {"hypotheses": "h"},
+            "references": str(references),
+        }
+        compare.lenpen_score_file(run, "valid", lenpen).parent.mkdir(parents=True, exist_ok=True)
+        compare.lenpen_score_file(run, "valid", lenpen).write_text(json.dumps(result))
+        compare.lenpen_hypotheses_file(run, "valid", lenpen).write_text(hypotheses)
+
+    configs = {n: compare.Config(n, "resmlp_tiny", []) for n in ("a", "old", "empty")}
+    kept("a", 1, 1.5, "a b\n" + "a " * 20 + "\na b c d e f\n")  # the second a runaway (20 against 3)
+    kept("a", 2, 1.5, "a\na b c\na b c\n")
+    kept("a", 1, 1.0, "a b\na b c\na b c d e f\n")  # another length penalty: not the chosen one
+    kept("a", 2, 1.0, "a b\na b c\na b c d e f\n")
+    kept("empty", 1, 1.0, "x " * 12 + "\n\n\n", references=empty_refs)  # no reference words but the runaway's
+    kept("empty", 2, 1.0, "a b\na b c\na b c d e f\n")
+    validation = {"a": {"lenpen": 1.5}, "old": {"lenpen": 1.0}, "empty": {"lenpen": 1.0}}  # "old": nothing kept
+    buckets = compare.validation_lengths(args, configs, validation, "en")
+    assert buckets == [{"words": [2, 2], "sentences": 1}, {"words": [3, 5], "sentences": 1},
+                       {"words": [6, 6], "sentences": 1}]  # fmt: skip
+    a = validation["a"]
+    assert a["length_by_source"] == [pytest.approx(0.75), pytest.approx((20 / 3 + 3 / 3) / 2), pytest.approx(0.75)]
+    assert a["runaways"] == [1, 0]
+    assert a["length_ratio_without_runaways"] == pytest.approx((8 / 8 + 7 / 11) / 2)
+    assert validation["old"]["length_by_source"] is None and validation["old"]["runaways"] is None
+    assert validation["old"]["length_ratio_without_runaways"] is None
+    assert validation["empty"]["runaways"] == [1, 0]
+    assert validation["empty"]["length_ratio_without_runaways"] is None  # seed 1 has no other reference words
+
+    kept("a", 2, 1.5, "a\na b c\n")  # a line short
+    with pytest.raises(
+        ToolError, match=r"valid.en has 3 lines, .*valid.de 3 and .*lenpen1.5.hyp 2: they must be the same"
+    ):
+        compare.validation_lengths(args, {"a": configs["a"]}, {"a": {"lenpen": 1.5}}, "en")
+    kept("a", 2, 1.5, "a\na b c\na b c\n", references=tmp_path)  # a folder: unreadable
+    with pytest.raises(ToolError, match="the validation references cannot be read"):
+        compare.validation_lengths(args, {"a": configs["a"]}, {"a": {"lenpen": 1.5}}, "en")
+    kept("a", 2, 1.5, "a\na b c\na b c\n")
+    compare.lenpen_hypotheses_file(out / "runs" / "a-s2", "valid", 1.5).write_bytes(b"\xff\xfe\n")
+    with pytest.raises(ToolError, match="kept hypotheses cannot be read"):
+        compare.validation_lengths(args, {"a": configs["a"]}, {"a": {"lenpen": 1.5}}, "en")
+
+
 def test_source_buckets_cut_at_quartiles_and_keep_the_longest_tenth_apart():
     sources = [" ".join("w" * n) for n in range(1, 101)]  # 1 to 100 words, once each
     assert compare.source_buckets(sources) == [[1, 25], [26, 50], [51, 75], [76, 90], [91, 100]]
