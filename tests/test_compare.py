@@ -15,6 +15,8 @@ from fairseq_resmlp_tools._cli import ToolError, run_cli
 from fairseq_resmlp_tools.recipes import compare
 from fairseq_resmlp_tools.toy_data import build_toy_data
 
+tokens = compare.token_counts  # sacreBLEU's 13a tokens per line, as the tool counts them
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -176,7 +178,7 @@ def test_compare_end_to_end_on_the_cpu(tmp_path):
         # often decodes to the length limit, so most of them may be runaways).
         lenpen, references = record["validation"][name]["lenpen"], (data / "raw" / "valid.de").read_text().splitlines()
         expected = [
-            compare.runaway_hypotheses(references, hyp.read_text().splitlines())["count"]
+            compare.runaway_hypotheses(tokens(references), tokens(hyp.read_text().splitlines()))["count"]
             for hyp in (
                 out / "runs" / f"{name}-s{seed}" / "eval" / f"valid_avg.lenpen{lenpen:g}.hyp" for seed in (1, 2)
             )
@@ -265,9 +267,12 @@ def test_length_by_source_counts_sacrebleus_tokens_per_bucket():
     references = ["Ein Hund.", "Zwei Hunde laufen.", "Drei Hunde laufen schnell über die Wiese."]
     hypotheses = ["Ein Hund.", "Zwei Hunde.", "Drei Hunde laufen schnell."]
     # 13a tokens: "Hund." is 2 (the period split off): 3/3, 3/4 for the first bucket together, then 5/8.
-    ratios = compare.length_by_source(sources, references, hypotheses, [[1, 3], [4, 9]])
+    ratios = compare.length_by_source(sources, tokens(references), tokens(hypotheses), [[1, 3], [4, 9]])
     assert ratios == [pytest.approx(6 / 7), pytest.approx(5 / 8)]
-    assert compare.length_by_source(sources, ["", "", "x"], hypotheses, [[1, 3], [8, 8]]) == [None, pytest.approx(5)]
+    assert compare.length_by_source(sources, tokens(["", "", "x"]), tokens(hypotheses), [[1, 3], [8, 8]]) == [
+        None,
+        pytest.approx(5),
+    ]
 
 
 def test_runaway_hypotheses_are_over_twice_their_reference_and_10_tokens_longer():
@@ -278,11 +283,13 @@ def test_runaway_hypotheses_are_over_twice_their_reference_and_10_tokens_longer(
         "a b c d e f g h i j k l " * 2 + "m",  # 12 against 25: twice + 1, 13 longer: a runaway
         "x",
     ]
-    found = compare.runaway_hypotheses(references, hypotheses)
+    found = compare.runaway_hypotheses(tokens(references), tokens(hypotheses))
     assert found == {"count": 2, "ratio_without": pytest.approx((7 + 1) / (3 + 1))}
     # 2x exactly (and 10 longer) is not a runaway; an empty reference with a long hypothesis is.
-    assert compare.runaway_hypotheses(["a b c d e f g h i j"], ["a b c d e f g h i j " * 2])["count"] == 0
-    assert compare.runaway_hypotheses([""], ["w " * 10]) == {"count": 1, "ratio_without": None}
+    assert (
+        compare.runaway_hypotheses(tokens(["a b c d e f g h i j"]), tokens(["a b c d e f g h i j " * 2]))["count"] == 0
+    )
+    assert compare.runaway_hypotheses(tokens([""]), tokens(["w " * 10])) == {"count": 1, "ratio_without": None}
 
 
 def test_validation_lengths_per_configuration_from_the_kept_hypotheses(tmp_path):

@@ -197,11 +197,10 @@ def token_counts(lines: Sequence[str]) -> List[int]:
 
 
 def length_by_source(
-    sources: Sequence[str], references: Sequence[str], hypotheses: Sequence[str], buckets: Sequence[Sequence[int]]
+    sources: Sequence[str], ref_tokens: Sequence[int], hyp_tokens: Sequence[int], buckets: Sequence[Sequence[int]]
 ) -> List[Optional[float]]:
-    """Hypothesis / reference length per source-length bucket, in the tokens sacreBLEU's BLEU counts (13a);
-    None for a bucket whose references are empty."""
-    ref_tokens, hyp_tokens = token_counts(references), token_counts(hypotheses)
+    """Hypothesis / reference length per source-length bucket, from each sentence's ``token_counts``; None for a
+    bucket whose references are empty."""
     ratios: List[Optional[float]] = []
     for first, last in buckets:
         rows = [i for i, line in enumerate(sources) if first <= len(line.split()) <= last]
@@ -218,10 +217,9 @@ RUNAWAY_FACTOR = 2.0
 RUNAWAY_MIN_EXTRA = 10
 
 
-def runaway_hypotheses(references: Sequence[str], hypotheses: Sequence[str]) -> Dict[str, Any]:
-    """``count``: the runaway hypotheses; ``ratio_without``: hypothesis / reference length over the other sentences
-    (None if their references are empty)."""
-    ref_tokens, hyp_tokens = token_counts(references), token_counts(hypotheses)
+def runaway_hypotheses(ref_tokens: Sequence[int], hyp_tokens: Sequence[int]) -> Dict[str, Any]:
+    """From each sentence's ``token_counts``: ``count``, the runaway hypotheses; ``ratio_without``, hypothesis /
+    reference length over the other sentences (None if their references are empty)."""
     runaway = [h > RUNAWAY_FACTOR * r and h - r >= RUNAWAY_MIN_EXTRA for r, h in zip(ref_tokens, hyp_tokens)]
     ref = sum(r for r, out in zip(ref_tokens, runaway) if not out)
     hyp = sum(h for h, out in zip(hyp_tokens, runaway) if not out)
@@ -257,8 +255,9 @@ def validation_lengths(
                     f"{source_file} has {len(sources)} lines, {reference_file} {len(references)} and {kept} "
                     f"{len(hypotheses)}: they must be the same sentences"
                 )
-            per_seed.append(length_by_source(sources, references, hypotheses, buckets))
-            runaways.append(runaway_hypotheses(references, hypotheses))
+            ref_tokens, hyp_tokens = token_counts(references), token_counts(hypotheses)  # once for both
+            per_seed.append(length_by_source(sources, ref_tokens, hyp_tokens, buckets))
+            runaways.append(runaway_hypotheses(ref_tokens, hyp_tokens))
         validation[name]["length_by_source"] = (
             [None if None in col else statistics.fmean(col) for col in zip(*per_seed)] if per_seed else None
         )
@@ -288,12 +287,12 @@ def load_score(path: Path) -> Dict[str, Any]:
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
         sacrebleu = result["metrics"]["sacrebleu"]
+        bleu = float(sacrebleu["score"])
         ratio = sacrebleu.get("length_ratio")  # absent in results of older resmlp-evaluate
-        penalty = sacrebleu.get("brevity_penalty")  # likewise
         return {
-            "bleu": float(sacrebleu["score"]),
+            "bleu": bleu,
             "length_ratio": None if ratio is None else float(ratio),
-            "bleu_without_bp": bleu_without_brevity_penalty(float(sacrebleu["score"]), penalty),
+            "bleu_without_bp": bleu_without_brevity_penalty(bleu, sacrebleu.get("brevity_penalty")),  # likewise
             "hypotheses": Path(result["files"]["hypotheses"]),
             "references": Path(result["references"]),
         }
