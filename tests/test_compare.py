@@ -168,7 +168,8 @@ def test_compare_end_to_end_on_the_cpu(tmp_path):
     assert len(record["test"]["toeplitz"]["paired_bootstrap"]) == 2
     assert (out / "compare.png").stat().st_size > 0
     table = (out / "compare.md").read_text()
-    assert "Best by validation: **toeplitz**" in table and "| configuration | lenpen 1 | lenpen 3 |" in table
+    assert "| configuration | lenpen 1 | lenpen 3 |" in table
+    assert "Best by validation, the baseline excluded: **toeplitz**, " in table
     # Each length penalty's hypotheses kept beside its score, and the length table made from the chosen ones.
     assert len(list(out.glob("runs/*/eval/valid_avg.lenpen*.hyp"))) == 2 * 2 * 2
     assert sum(b["sentences"] for b in record["source_buckets"]) == 12
@@ -374,9 +375,9 @@ def test_length_table_shows_older_runs_without_kept_hypotheses_as_dashes():
     assert "more than 2x their reference's length and at least 10 tokens longer" in table
     assert "'-': no length (runs scored by a resmlp-compare older than this table" in table  # said, not left to guess
     full = {"length_by_source": [0.9, 1.0], "runaways": [0], "length_ratio_without_runaways": 0.95}
-    record["validation"] = {"a": {**row, **full}}
+    record["validation"] = {"a": {**row, **full}, "b": {**row, **full}}
     assert "'-'" not in compare.format_tables(record)
-    record["validation"] = {"a": {**row, **full, "length_ratio_without_runaways": None}}  # empty references
+    record["validation"]["b"] = {**row, **full, "length_ratio_without_runaways": None}  # empty references
     assert "'-'" in compare.format_tables(record)
     del record["source_buckets"]  # a record written before the table existed
     assert "by source length" not in compare.format_tables(record)
@@ -402,6 +403,22 @@ def test_table_shows_the_averaged_epochs_and_says_when_they_differ():
     table = compare.format_tables(record)
     assert "The runs averaged different epochs" not in table
     assert "| b | 1 | 30.00 | 30.00-30.00 | 30.00 | 1 | - | - | 4.000 | 100 | 12-20 |" in table  # older results
+
+
+def test_best_line_says_where_the_best_stands_against_the_baseline():
+    def record(base, best):
+        spread = lambda m: {"bleu": {"mean": m}}  # noqa: E731
+        return {
+            "baseline": "transformer",
+            "best": "mlp",
+            "validation": {"transformer": spread(base), "mlp": spread(best)},
+        }
+
+    assert compare.best_line(record(40.01, 38.45)) == (
+        "Best by validation, the baseline excluded: **mlp**, 38.45 against the baseline transformer's 40.01 (-1.56)."
+    )
+    assert compare.best_line(record(39.29, 39.5)).endswith("39.50 against the baseline transformer's 39.29 (+0.21).")
+    assert compare.best_line(record(30.0, 30.0)).endswith("(+0.00).")
 
 
 def test_bleu_without_brevity_penalty_divides_by_a_known_positive_penalty_only():

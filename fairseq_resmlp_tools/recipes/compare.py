@@ -431,18 +431,18 @@ def format_tables(record: Dict[str, Any]) -> str:
             row = " | ".join(f"{c['per_lenpen'][f'{lp:g}']['mean']:.2f}" for lp in record["lenpens"])
             lines.append(f"| {name} | {row} |")
     if record["test_split"] is None:
-        lines += ["", f"Best by validation: **{record['best']}**. The test split was not scored (--validation-only)."]
+        lines += ["", f"{best_line(record)} The test split was not scored (--validation-only)."]
         return "\n".join(lines) + "\n"
     if not record["test"]:
         lines += [
             "",
-            f"Best by validation: **{record['best']}**. Final candidates: {', '.join(record['finals'])}. The test "
+            f"{best_line(record)} Final candidates: {', '.join(record['finals'])}. The test "
             "phase has not finished (it failed or was interrupted): the same command resumes it.",
         ]
         return "\n".join(lines) + "\n"
     lines += [
         "",
-        f"Best by validation: **{record['best']}**. Final candidates: {', '.join(record['finals'])}.",
+        f"{best_line(record)} Final candidates: {', '.join(record['finals'])}.",
         "",
         f"## Test ({record['test_split']}, scored once per final candidate and seed)",
         "",
@@ -454,6 +454,17 @@ def format_tables(record: Dict[str, Any]) -> str:
         pbs = "; ".join(f"{p['delta']:+.2f} (p={p['p_value']:.3f})" for p in t.get("paired_bootstrap", []))
         lines.append(f"| {name} | {t['bleu']['mean']:.2f} | {per_seed} | {pbs or '-'} |")
     return "\n".join(lines) + "\n"
+
+
+def best_line(record: Dict[str, Any]) -> str:
+    """The best configuration other than the baseline, and where it stands against the baseline: "best" alone
+    read as a win when every configuration trailed the baseline (session 13)."""
+    best, baseline = record["best"], record["baseline"]
+    ours, theirs = (record["validation"][n]["bleu"]["mean"] for n in (best, baseline))
+    return (
+        f"Best by validation, the baseline excluded: **{best}**, {ours:.2f} against the baseline {baseline}'s "
+        f"{theirs:.2f} ({ours - theirs:+.2f})."
+    )
 
 
 def plot(record: Dict[str, Any], path: Path) -> None:
