@@ -291,8 +291,9 @@ def resmlp_small_e12d2(cfg) -> None:
     51.1M parameters with a joint 32k vocabulary). On Multi30k En-De it was the best ResMLP on validation BLEU at
     equal GPU time (4 seeds: 40.00 against resmlp_small's 39.70 and the Transformer's 39.93; docs/benchmarks.md,
     session 11). On En-Fr it leads the Transformer (58.07 against 57.31, session 12) but not resmlp_small (58.55,
-    session 9), so resmlp_small stays the recommended default; this one decodes faster (beam 4, batch 1 on an H100:
-    21.4 sentences/s against resmlp_small's 17.0 and the Transformer's 8.0)."""
+    session 9), nor on Tatoeba (37.24 against 38.62, session 13), so resmlp_small stays the recommended default;
+    this one decodes faster (beam 4, batch 1 on an H100: 21.4 sentences/s against resmlp_small's 17.0 and the
+    Transformer's 8.0)."""
     _set_defaults(cfg, encoder_layers=12, decoder_layers=2)
     resmlp_small(cfg)
 
