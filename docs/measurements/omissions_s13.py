@@ -19,8 +19,11 @@ TOKENIZE = Tokenizer13a()
 
 
 def tokens(path: str) -> List[List[str]]:
-    with open(path, encoding="utf-8") as f:
-        return [TOKENIZE(line.strip()).split() for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [TOKENIZE(line.strip()).split() for line in f]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: cannot read {path}: {e}") from None
 
 
 def repeats(words: List[str]) -> bool:
@@ -47,9 +50,13 @@ def main() -> None:
     p.add_argument("--against", required=True, help="the NAME prefix of the runs the others are compared with")
     args = p.parse_args()
     refs = tokens(args.references)
+    if not any(spec.startswith(args.against) for spec in args.runs):
+        raise SystemExit(f"error: --against {args.against}: no NAME=HYPOTHESES starts with it")
     runs: Dict[str, List[List[str]]] = {}
     for spec in args.runs:
         name, _, path = spec.partition("=")
+        if not name or not path:
+            raise SystemExit(f"error: {spec!r}: expected NAME=HYPOTHESES")
         runs[name] = tokens(path)
         if len(runs[name]) != len(refs):
             raise SystemExit(f"error: {path} has {len(runs[name])} lines, {args.references} {len(refs)}")
