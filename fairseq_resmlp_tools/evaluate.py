@@ -192,10 +192,7 @@ def resolve_data(args: argparse.Namespace) -> EvalData:
     if references is None:
         if args.data is None or tgt is None:
             raise ToolError("give --ref-raw (the untokenized reference text) or --data DIR")
-        # data_prep writes the references byte for byte as published under ref/ (raw/ is the normalised text the
-        # model saw); older outputs and the toy data have only raw/.
-        official = args.data / "ref" / f"{args.split}.{tgt}"
-        references = official if official.is_file() else args.data / "raw" / f"{args.split}.{tgt}"
+        references = published_text(args.data, args.split, tgt)
     if not references.is_file():
         raise ToolError(f"reference file {references} does not exist")
     if tgt is None:
@@ -205,6 +202,13 @@ def resolve_data(args: argparse.Namespace) -> EvalData:
             raise ToolError(f"give --target-lang: the language of {references} cannot be told from its name")
         tgt = suffix
     return EvalData(data_bin, spm_model, references, src, tgt, args.split)
+
+
+def published_text(data: Path, split: str, lang: str) -> Path:
+    """A split's text as published, to score against: data_prep writes it byte for byte under ref/ (raw/ is the
+    normalised text the model saw); older outputs and the toy data have only raw/."""
+    official = data / "ref" / f"{split}.{lang}"
+    return official if official.is_file() else data / "raw" / f"{split}.{lang}"
 
 
 def data_bin_size(data_bin: Path, split: str, src: str, tgt: str) -> Optional[int]:

@@ -3,7 +3,7 @@
 Usage: python docs/measurements/omissions_s13.py REFERENCES NAME=HYPOTHESES [NAME=HYPOTHESES ...] --against NAME
 (hypotheses at each configuration's chosen length penalty: runs/<config>-s<seed>/eval/valid_avg.lenpen<LP>.hyp).
 Per run: the length ratio, the mean hypothesis - reference length in sacreBLEU's 13a tokens without runaway
-hypotheses (over twice the reference and 10+ tokens longer), how many sentences are 3+ tokens shorter / longer,
+hypotheses (resmlp-compare's definition: over twice the reference and 10+ tokens longer), how many sentences are 3+ tokens shorter / longer,
 and how many contain an immediately repeated word or word pair. Then the reference tokens each run fails to produce
 (clipped counts), and the tokens the other runs miss more often than the --against runs.
 """
@@ -13,15 +13,13 @@ import collections
 import statistics
 from typing import Dict, List
 
-from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-
-TOKENIZE = Tokenizer13a()
+from fairseq_resmlp_tools.recipes.compare import bleu_tokens, is_runaway
 
 
 def tokens(path: str) -> List[List[str]]:
     try:
         with open(path, encoding="utf-8") as f:
-            return [TOKENIZE(line.strip()).split() for line in f]
+            return bleu_tokens(f.readlines())
     except (OSError, UnicodeDecodeError) as e:
         raise SystemExit(f"error: cannot read {path}: {e}") from None
 
@@ -62,7 +60,7 @@ def main() -> None:
             raise SystemExit(f"error: {path} has {len(runs[name])} lines, {args.references} {len(refs)}")
     print("run | length ratio | mean length difference | 3+ shorter | 3+ longer | with a repeat")
     for name, hyps in runs.items():
-        kept = [len(h) - len(r) for h, r in zip(hyps, refs) if not (len(h) > 2 * len(r) and len(h) - len(r) >= 10)]
+        kept = [len(h) - len(r) for h, r in zip(hyps, refs) if not is_runaway(len(r), len(h))]
         ratio = sum(map(len, hyps)) / sum(map(len, refs))
         print(
             f"{name} | {ratio:.3f} | {statistics.fmean(kept):+.2f} | {sum(d <= -3 for d in kept)} | "

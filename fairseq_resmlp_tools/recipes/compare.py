@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from fairseq_resmlp_tools._cli import ToolError, console_script
 from fairseq_resmlp_tools._fs import write_json_atomic, write_text_atomic
 from fairseq_resmlp_tools.average import last_checkpoints
-from fairseq_resmlp_tools.evaluate import read_lines  # the references exactly as resmlp-evaluate read them
+from fairseq_resmlp_tools.evaluate import published_text, read_lines  # as resmlp-evaluate reads references
 from fairseq_resmlp_tools.fairseq_io import die_with_parent, read_json_log
 from fairseq_resmlp_tools.recipes import small, steps
 
@@ -188,12 +188,17 @@ def source_buckets(sources: Sequence[str]) -> List[List[int]]:
     return [[lo, hi - 1] for lo, hi in zip(starts, starts[1:])] + [[starts[-1], counts[-1]]]
 
 
-def token_counts(lines: Sequence[str]) -> List[int]:
-    """Each line's length in the tokens sacreBLEU's BLEU counts (13a)."""
+def bleu_tokens(lines: Sequence[str]) -> List[List[str]]:
+    """Each line split into the tokens sacreBLEU's BLEU counts (13a)."""
     from sacrebleu.metrics import BLEU
 
     tokenize = BLEU().tokenizer
-    return [len(tokenize(line.strip()).split()) for line in lines]
+    return [tokenize(line.strip()).split() for line in lines]
+
+
+def token_counts(lines: Sequence[str]) -> List[int]:
+    """Each line's length in ``bleu_tokens``."""
+    return [len(tokens) for tokens in bleu_tokens(lines)]
 
 
 def length_by_source(
@@ -217,10 +222,14 @@ RUNAWAY_FACTOR = 2.0
 RUNAWAY_MIN_EXTRA = 10
 
 
+def is_runaway(ref_tokens: int, hyp_tokens: int) -> bool:
+    return hyp_tokens > RUNAWAY_FACTOR * ref_tokens and hyp_tokens - ref_tokens >= RUNAWAY_MIN_EXTRA
+
+
 def runaway_hypotheses(ref_tokens: Sequence[int], hyp_tokens: Sequence[int]) -> Dict[str, Any]:
     """From each sentence's ``token_counts``: ``count``, the runaway hypotheses; ``ratio_without``, hypothesis /
     reference length over the other sentences (None if their references are empty)."""
-    runaway = [h > RUNAWAY_FACTOR * r and h - r >= RUNAWAY_MIN_EXTRA for r, h in zip(ref_tokens, hyp_tokens)]
+    runaway = [is_runaway(r, h) for r, h in zip(ref_tokens, hyp_tokens)]
     ref = sum(r for r, out in zip(ref_tokens, runaway) if not out)
     hyp = sum(h for h, out in zip(hyp_tokens, runaway) if not out)
     return {"count": sum(runaway), "ratio_without": hyp / ref if ref else None}
@@ -232,10 +241,7 @@ def validation_lengths(
     """Adds ``length_by_source`` (mean over the seeds, at the chosen length penalty) to every configuration of
     ``validation``; returns the buckets. A run whose hypotheses were not kept (scored by an older resmlp-compare) gets
     None, shown as '-'."""
-    # As resmlp-evaluate finds the references: ref/ as published, else raw/ (older outputs and the toy data).
-    source_file = args.data / "ref" / f"{args.valid_split}.{src}"
-    if not source_file.is_file():
-        source_file = args.data / "raw" / f"{args.valid_split}.{src}"
+    source_file = published_text(args.data, args.valid_split, src)  # where resmlp-evaluate finds references
     sources = read_text_lines(source_file, "the validation sources")
     buckets = source_buckets(sources)
     for name, config in configs.items():
